@@ -1,0 +1,331 @@
+"""Turn one export's config + the source + state into an ExportPlan: the exact SQL each task will run.
+
+Planning reads no data rows: it describes the relation, maps types, checks schema drift and cursor identity,
+and for chunked exports reads MIN/MAX (plus one GROUP BY over the key when it is sparse).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pyarrow as pa
+
+from engine.config import ExportConfig
+from engine.errors import ExitClass, RivetError
+from engine.sources.base import Relation, Source
+from engine.types import ColumnMapping, map_columns, output_schema
+
+CURSOR_FIELD = "__rivet_cursor"     # synthetic coalesce column: read, tracked, never written
+SPARSE_MIN_WINDOWS = 1000           # below this many windows, empty ones cost nothing worth avoiding
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything one task needs: a pure description (source window → part files), no state access."""
+    index: int | None               # chunk index; None for single-task modes
+    sql: str
+    lo: str | None = None
+    hi: str | None = None
+    scan_table: str | None = None
+
+
+@dataclass
+class ExportPlan:
+    export: ExportConfig
+    run_id: str
+    relation: Relation
+    mappings: list[ColumnMapping]
+    read_schema: pa.Schema          # what the source returns (may include the synthetic cursor column)
+    write_schema: pa.Schema         # what is written
+    tasks: list[TaskSpec]
+    batch_rows: int
+    rows_estimate: int | None = None
+    cursor_column: str | None = None        # column name in the batches whose max becomes the new cursor
+    cursor_expr: str | None = None          # SQL expression of the cursor (identity)
+    cursor_from: str | None = None          # stored cursor this plan reads after
+    cursor_identity: str | None = None
+    chunk_column: str | None = None
+    chunks_total: int = 0                   # chunked: all windows of the chunk run
+    chunks_done: int = 0                    # chunked: windows completed by an earlier attempt (resume)
+    resumed: bool = False
+    plan_hash: str = ""
+    schema_changes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    import secrets
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def relation_of(exp: ExportConfig) -> Relation:
+    return Relation(table=exp.table) if exp.table else Relation(query=exp.query)
+
+
+def relation_identity(rel: Relation) -> str:
+    """What the export reads, for the cursor-owner check: the table, or the relations a query reads."""
+    if rel.table:
+        return "table:" + rel.table.lower()
+    names = re.findall(r"(?is)\b(?:from|join)\s+([\w.\"`\[\]]+)", rel.query or "")
+    return "query:" + ",".join(sorted({n.strip('"`[]').lower() for n in names}))
+
+
+def batch_rows_for(exp: ExportConfig, schema: pa.Schema) -> int:
+    if exp.tuning.batch_size:
+        return exp.tuning.batch_size
+    width = 0
+    for f in schema:
+        width += f.type.byte_width if pa.types.is_primitive(f.type) and f.type.bit_width >= 8 else 32
+    rows = exp.tuning.batch_size_memory_mb * 1024 * 1024 // max(width, 1)
+    return int(min(max(rows, 2048), 1_000_000))
+
+
+def cursor_text(value) -> str | None:
+    """State keeps cursors as text that parses back to the identical value (no µs or zone loss)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, (date, Decimal, int)):
+        return str(value) if not isinstance(value, date) else value.isoformat()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def cursor_value(text: str, arrow_type: pa.DataType):
+    """Parse a stored cursor back into a typed value for the dialect's literal()."""
+    if pa.types.is_integer(arrow_type):
+        return int(text)
+    if pa.types.is_decimal(arrow_type):
+        return Decimal(text)
+    if pa.types.is_floating(arrow_type):
+        return float(text)
+    if pa.types.is_timestamp(arrow_type):
+        return datetime.fromisoformat(text)
+    if pa.types.is_date(arrow_type):
+        return date.fromisoformat(text)
+    return text
+
+
+def _mapping(mappings: list[ColumnMapping], name: str, export: str, what: str) -> ColumnMapping:
+    for m in mappings:
+        if m.name == name:
+            return m
+    for m in mappings:
+        if m.name.lower() == name.lower():
+            return m
+    import difflib
+    close = difflib.get_close_matches(name, [m.name for m in mappings], n=1)
+    raise RivetError("RIVET_PLAN_NO_SUCH_COLUMN", f"export {export!r}: {what} {name!r} is not a column of the relation",
+                     f"did you mean {close[0]!r}?" if close else "columns: " + ", ".join(m.name for m in mappings))
+
+
+def check_mappings(exp: ExportConfig, mappings: list[ColumnMapping], strict: bool) -> None:
+    refused = [m for m in mappings if m.fidelity == "refused"]
+    if refused:
+        m = refused[0]
+        raise RivetError("RIVET_TYPE_REFUSED", f"export {exp.name!r}: column {m.name!r} ({m.native_type}) cannot be "
+                         f"delivered exactly: {m.note}",
+                         f'add [exports.columns] {m.name} = "text" (or "skip") to the export', ExitClass.USAGE)
+    if strict:
+        lossy = [m for m in mappings if m.fidelity != "exact"]
+        if lossy:
+            raise RivetError("RIVET_TYPE_NOT_EXACT", f"export {exp.name!r}: --strict and column {lossy[0].name!r} "
+                             f"({lossy[0].native_type}) is delivered as {lossy[0].fidelity}",
+                             "run `rivet check` to see every mapping; drop --strict to accept text forms")
+
+
+def schema_changes(stored: list[dict] | None, mappings: list[ColumnMapping]) -> list[str]:
+    if not stored:
+        return []
+    old = {c["name"]: c["type"] for c in stored}
+    new = {m.name: m.native_type for m in mappings if m.fidelity != "refused"}
+    changes = [f"+ {n} {t}" for n, t in new.items() if n not in old]
+    changes += [f"- {n} {t}" for n, t in old.items() if n not in new]
+    changes += [f"~ {n} {old[n]} -> {t}" for n, t in new.items() if n in old and old[n] != t]
+    return changes
+
+
+def _plan_hash(exp: ExportConfig, read_schema: pa.Schema, base_sql: str) -> str:
+    key = json.dumps([exp.chunk_column, exp.chunk_size, exp.chunk_count, exp.chunk_by_days, base_sql,
+                      [str(f.type) for f in read_schema]], default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, resume: bool = False,
+                run_id: str | None = None) -> ExportPlan:
+    d = src.dialect
+    rel = relation_of(exp)
+    columns = src.describe(rel)
+    mappings = map_columns(src.engine, columns, exp.columns, d)
+    check_mappings(exp, mappings, strict)
+    mappings = [m for m in mappings if m.fidelity != "refused"]
+    write_schema = output_schema(mappings)
+    select_exprs = [m.select_expr for m in mappings]
+    read_fields = list(write_schema)
+    plan = ExportPlan(exp, run_id or new_run_id(), rel, mappings, write_schema, write_schema, [], 0)
+    plan.rows_estimate = src.estimate_rows(rel)
+    stored = store.get_schema(exp.name)
+    plan.schema_changes = schema_changes(stored["columns"] if stored else None, mappings)
+    where: list[str] = []
+    order_by: list[str] = []
+
+    if exp.mode == "incremental":
+        cur = _mapping(mappings, exp.cursor_column, exp.name, "cursor_column")
+        expr = d.quote_ident(cur.name)
+        if exp.incremental_cursor_mode == "coalesce":
+            fb = _mapping(mappings, exp.cursor_fallback_column, exp.name, "cursor_fallback_column")
+            expr = f"COALESCE({expr}, {d.quote_ident(fb.name)})"
+            select_exprs.append(f"{expr} AS {d.quote_ident(CURSOR_FIELD)}")
+            read_fields.append(pa.field(CURSOR_FIELD, cur.arrow_type))
+            plan.cursor_column = CURSOR_FIELD
+        else:
+            plan.cursor_column = cur.name
+        plan.cursor_expr = expr
+        plan.cursor_identity = f"{relation_identity(rel)}|{exp.incremental_cursor_mode}:{exp.cursor_column}" + (
+            f",{exp.cursor_fallback_column}" if exp.incremental_cursor_mode == "coalesce" else "")
+        state = store.get_export_state(exp.name)
+        if state and state.get("last_cursor_value") is not None:
+            if state.get("cursor_identity") and state["cursor_identity"] != plan.cursor_identity:
+                raise RivetError(
+                    "RIVET_CURSOR_OWNER_MISMATCH",
+                    f"export {exp.name!r}: the stored cursor belongs to {state['cursor_identity']!r}, the config now "
+                    f"reads {plan.cursor_identity!r}; comparing a new column against the old cursor selects the wrong rows",
+                    f"`rivet state accept -e {exp.name}` keeps the cursor for the new column, "
+                    f"`rivet state reset -e {exp.name}` forgets it", ExitClass.REFUSED)
+            plan.cursor_from = state["last_cursor_value"]
+            where.append(f"{expr} > {d.literal(cursor_value(plan.cursor_from, cur.arrow_type))}")
+        order_by.append(expr)
+    elif exp.mode == "time_window":
+        tcol = _mapping(mappings, exp.time_column, exp.name, "time_column")
+        bound = d.unix_now_minus_days(exp.days_window) if exp.time_column_type == "unix" else d.now_minus_days(exp.days_window)
+        where.append(f"{d.quote_ident(tcol.name)} >= {bound}")
+
+    plan.read_schema = pa.schema(read_fields)
+    plan.batch_rows = batch_rows_for(exp, plan.read_schema)
+    base_sql = d.select(rel, select_exprs, where, order_by)
+
+    if exp.mode != "chunked":
+        plain_scan = (rel.table and not where and not order_by
+                      and all(m.select_expr == d.quote_ident(m.name) for m in mappings)
+                      and len(mappings) == len(columns))
+        plan.tasks = [TaskSpec(None, base_sql, scan_table=rel.table if plain_scan else None)]
+        plan.plan_hash = _plan_hash(exp, plan.read_schema, base_sql)
+        return plan
+
+    _plan_chunks(plan, src, store, select_exprs, resume)
+    return plan
+
+
+def _chunk_column(exp: ExportConfig, src: Source, mappings: list[ColumnMapping]) -> ColumnMapping:
+    if exp.chunk_column:
+        col = _mapping(mappings, exp.chunk_column, exp.name, "chunk_column")
+    else:
+        pk = src.primary_key(exp.table) if exp.table else []
+        ints = [c for c in pk if _mapping(mappings, c.name, exp.name, "primary key").arrow_type and
+                pa.types.is_integer(_mapping(mappings, c.name, exp.name, "primary key").arrow_type)]
+        if len(pk) != 1 or len(ints) != 1:
+            raise RivetError("RIVET_PLAN_NO_CHUNK_COLUMN",
+                             f"export {exp.name!r}: no chunk_column and the table has no single-integer primary key",
+                             "set chunk_column to an integer or date/timestamp column")
+        col = _mapping(mappings, pk[0].name, exp.name, "primary key")
+    t = col.arrow_type
+    if exp.chunk_by_days:
+        if not (pa.types.is_date(t) or pa.types.is_timestamp(t)):
+            raise RivetError("RIVET_CONFIG_CHUNK_COLUMN_TYPE", f"export {exp.name!r}: chunk_by_days needs a date or "
+                             f"timestamp chunk_column; {col.name!r} is {col.native_type}",
+                             "use chunk_size / chunk_count for integer keys")
+    elif not pa.types.is_integer(t):
+        raise RivetError("RIVET_CONFIG_CHUNK_COLUMN_TYPE", f"export {exp.name!r}: chunk_column {col.name!r} is "
+                         f"{col.native_type}; chunk_size / chunk_count need an integer column",
+                         "pick an integer column, or chunk_by_days for a date/timestamp column")
+    return col
+
+
+def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], resume: bool) -> None:
+    exp, d, rel = plan.export, src.dialect, plan.relation
+    col = _chunk_column(exp, src, plan.mappings)
+    plan.chunk_column = col.name
+    qcol = d.quote_ident(col.name)
+    plan.plan_hash = _plan_hash(exp, plan.read_schema, d.select(rel, select_exprs, [], []))
+
+    def task_sql(lo, hi) -> str:
+        if exp.chunk_by_days:
+            pred = [f"{qcol} >= {d.literal(lo)}", f"{qcol} < {d.literal(hi)}"]
+        else:
+            pred = [f"{qcol} BETWEEN {d.literal(lo)} AND {d.literal(hi)}"]
+        return d.select(rel, select_exprs, pred, [])
+
+    if exp.chunk_checkpoint:
+        run = store.latest_chunk_run(exp.name)
+        if run and run["status"] != "completed" and run.get("plan_hash") == plan.plan_hash:
+            store.reset_running(run["run_id"])
+            tasks = store.chunk_tasks(run["run_id"])
+            plan.run_id, plan.resumed = run["run_id"], True
+            plan.chunks_total = len(tasks)
+            todo = [t for t in tasks if t["status"] != "completed"]
+            plan.chunks_done = plan.chunks_total - len(todo)
+            parse = (lambda s: _parse_bound(s, col.arrow_type))
+            plan.tasks = [TaskSpec(t["chunk_index"], task_sql(parse(t["lo"]), parse(t["hi"])), t["lo"], t["hi"])
+                          for t in todo]
+            return
+        if resume:
+            raise RivetError("RIVET_RUN_NOTHING_TO_RESUME", f"export {exp.name!r}: there is no interrupted chunk run "
+                             "to resume", "run without --resume to start a new run")
+
+    windows = _windows(exp, src, rel, qcol, col, plan)
+    plan.tasks = [TaskSpec(i, task_sql(lo, hi), cursor_text(lo), cursor_text(hi)) for i, (lo, hi) in enumerate(windows)]
+    plan.chunks_total = len(plan.tasks)
+    if exp.chunk_checkpoint:
+        store.create_chunk_run(exp.name, plan.run_id, plan.plan_hash, col.name,
+                               [(t.index, t.lo, t.hi) for t in plan.tasks])
+
+
+def _parse_bound(text: str, t: pa.DataType):
+    if pa.types.is_integer(t):
+        return int(text)
+    if "T" in text or " " in text:
+        return datetime.fromisoformat(text)
+    return date.fromisoformat(text)
+
+
+def _windows(exp, src: Source, rel: Relation, qcol: str, col: ColumnMapping, plan: ExportPlan) -> list[tuple]:
+    d = src.dialect
+    lo_hi = src.scalar(d.min_max(rel, qcol))
+    lo, hi = lo_hi if isinstance(lo_hi, (tuple, list)) else (None, None)
+    if lo is None:
+        return []
+    if exp.chunk_by_days:
+        start = lo if isinstance(lo, date) and not isinstance(lo, datetime) else lo.date()
+        end = hi if isinstance(hi, date) and not isinstance(hi, datetime) else hi.date()
+        step = timedelta(days=exp.chunk_by_days)
+        out, cur = [], start
+        while cur <= end:
+            out.append((cur, cur + step))
+            cur += step
+        return out
+    lo, hi = int(lo), int(hi)
+    span = hi - lo + 1
+    size = exp.chunk_size or math.ceil(span / exp.chunk_count)
+    n = math.ceil(span / size)
+    expected = (plan.rows_estimate or 0) / size + 1
+    if n > SPARSE_MIN_WINDOWS and n > 4 * expected:
+        # Sparse key (e.g. ids 1..10 and 1e9..1e9+10): ask the source which windows hold rows, one GROUP BY over
+        # the key instead of millions of empty window queries.
+        sql = d.select(rel, [f"FLOOR(({qcol} - {lo}) / {size}) AS b"], [], []) 
+        sql = f"SELECT DISTINCT b FROM ({sql}) AS rivet_b ORDER BY b"
+        buckets = []
+        for batch in src.read(sql, pa.schema([("b", pa.int64())]), 100_000):
+            buckets.extend(batch.column(0).to_pylist())
+        plan.warnings.append(f"sparse chunk key: {len(buckets)} of {n} windows hold rows; planned only those")
+        return [(lo + b * size, min(hi, lo + (b + 1) * size - 1)) for b in buckets]
+    return [(lo + k * size, min(hi, lo + (k + 1) * size - 1)) for k in range(n)]

@@ -1,0 +1,368 @@
+"""Run exports: plan → tasks on an executor → commit in the SPEC §3 order → events.
+
+Commit order (never a gap, at-least-once): each part is written to a spool name and committed to the destination
+(rename / completed upload) by the task; the coordinator then writes its file-log row. After all parts:
+manifest-<run_id>.json and manifest.json → _SUCCESS (hash of the manifest) → cursor → schema → committed
+progression → metrics → ExportFinished. A crash anywhere may leave an extra part, never a cursor or boundary
+ahead of durable data.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from engine import events as ev
+from engine.config import Config, ExportConfig
+from engine.destinations import open_destination
+from engine.errors import ExitClass, RivetError, internal
+from engine.executors import LocalExecutor
+from engine.formats import PartFile, PartWriter, part_basename
+from engine.manifest import (MANIFEST, SUCCESS, build_manifest, manifest_bytes, run_manifest_name, schema_fingerprint,
+                             success_bytes)
+from engine.planner import CURSOR_FIELD, ExportPlan, TaskSpec, cursor_text, plan_export
+from engine.secrets import redact
+from engine.sources import open_source
+
+JOURNALED = (ev.ExportStarted, ev.ChunkStarted, ev.ChunkFinished, ev.PartCommitted, ev.Retrying, ev.Warned,
+             ev.ExportFinished)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RunOptions:
+    names: list[str] = field(default_factory=list)
+    parallel_exports: int = 1
+    resume: bool = False
+    force: bool = False
+    strict: bool = False
+
+
+@dataclass
+class ExportResult:
+    name: str
+    status: str                      # succeeded | failed | skipped | refused
+    run_id: str | None = None
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    duration_ms: int = 0
+    retries: int = 0
+    error: RivetError | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_class(self) -> ExitClass:
+        return self.error.exit_class if self.error else ExitClass.OK
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "run_id": self.run_id, "rows": self.rows,
+                "files": self.files, "bytes": self.bytes, "duration_ms": self.duration_ms, "retries": self.retries,
+                "error": self.error.to_dict() if self.error else None, "warnings": self.warnings}
+
+
+@dataclass
+class TaskResult:
+    index: int | None
+    parts: list[PartFile]
+    rows: int
+    cursor_max: object = None
+    retries: int = 0
+    worker: str = "local"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, RivetError) and exc.transient
+
+
+def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg, dest, emit: ev.Emit, threads: int | None = None) -> TaskResult:
+    """The pure task: read one SQL window from the source, write part files, commit each to the destination.
+    Touches no state. On failure, parts this attempt committed are removed again (no manifest references them)."""
+    exp = plan.export
+    committed: list[PartFile] = []
+
+    def commit(part: PartFile) -> None:
+        dest.commit_file(part.local_path, part.name)
+        committed.append(part)
+        emit(ev.PartCommitted(exp.name, plan.run_id, part.name, part.rows, part.size_bytes, task.index))
+
+    writer = PartWriter(exp.format, exp.compression, plan.write_schema, dest.spool_dir(),
+                        part_basename(exp.name, utcnow(), task.index), exp.max_file_size, commit)
+    rows, cursor_max = 0, None
+    drop = plan.cursor_column == CURSOR_FIELD
+    throttle = exp.tuning.throttle_ms / 1000
+    try:
+        with open_source(source_cfg, exp.tuning) as src:
+            if threads and hasattr(src, "threads"):
+                src.threads = threads
+            for batch in src.read(task.sql, plan.read_schema, plan.batch_rows, task.scan_table):
+                if plan.cursor_column:
+                    m = pc.max(batch.column(plan.cursor_column)).as_py()
+                    if m is not None and (cursor_max is None or m > cursor_max):
+                        cursor_max = m
+                if drop:
+                    batch = batch.drop_columns([CURSOR_FIELD])
+                added = writer.write(batch)
+                rows += batch.num_rows
+                emit(ev.BatchWritten(exp.name, plan.run_id, batch.num_rows, added, task.index))
+                if throttle:
+                    time.sleep(throttle)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        for part in committed:
+            try:
+                dest.delete(part.name)
+            except Exception:
+                pass
+        raise
+    return TaskResult(task.index, writer.parts, rows, cursor_max, worker=threading.current_thread().name)
+
+
+class Runner:
+    def __init__(self, config: Config, store, emit: ev.Emit = ev.ignore, options: RunOptions | None = None,
+                 executor_factory=LocalExecutor):
+        self.config, self.store, self.options = config, store, options or RunOptions()
+        self._emit_outer = emit
+        self._executor_factory = executor_factory
+        self._journal_lock = threading.Lock()
+        self.cancelled = threading.Event()
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def emit(self, event: ev.Event) -> None:
+        if isinstance(event, JOURNALED):
+            try:
+                payload = {k: v for k, v in event.to_dict().items() if k not in ("export", "run_id", "event")}
+                with self._journal_lock:
+                    self.store.journal(event.export, event.run_id, event.kind, payload)
+            except Exception:  # the journal is observational; never fail an export for it
+                pass
+        self._emit_outer(event)
+
+    # -- entry points ---------------------------------------------------------------------------------------
+    def run(self) -> list[ExportResult]:
+        exports = self.config.select(self.options.names)
+        n = max(1, self.options.parallel_exports)
+        if n == 1 or len(exports) == 1:
+            return [self.run_export(e) for e in exports]
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="rivet-export") as pool:
+            futures = [pool.submit(self.run_export, e) for e in exports]
+            return [f.result() for f in futures]
+
+    def run_export(self, exp: ExportConfig) -> ExportResult:
+        t0 = time.monotonic()
+        started = utcnow()
+        result = ExportResult(exp.name, "failed")
+        run_id = None
+        try:
+            with open_source(self.config.source, exp.tuning) as src:
+                plan = plan_export(exp, src, self.store, strict=self.options.strict, resume=self.options.resume)
+            run_id = result.run_id = plan.run_id
+            self._commit_run(plan, started, result)
+        except RivetError as e:
+            result.error = e
+            result.status = "refused" if e.exit_class == ExitClass.REFUSED else "failed"
+        except Exception as e:  # a bug: report it as one line, keep the traceback for RIVET_DEBUG
+            if os.environ.get("RIVET_DEBUG"):
+                traceback.print_exc()
+            result.error = internal(e)
+        result.duration_ms = int((time.monotonic() - t0) * 1000)
+        if result.error and result.error.exit_class != ExitClass.OK:
+            result.error.message = redact(result.error.message)
+        try:
+            self.store.record_metrics(export_name=exp.name, run_id=run_id or "-", mode=exp.mode, status=result.status,
+                                      started_at=iso(started), finished_at=iso(utcnow()), duration_ms=result.duration_ms,
+                                      rows=result.rows, files=result.files, bytes=result.bytes, retries=result.retries,
+                                      error_code=result.error.code if result.error else None,
+                                      error_message=result.error.message if result.error else None)
+            self.store.set_last_run(exp.name, run_id or "-", result.status)
+        except RivetError as e:
+            result.error = result.error or e
+        self.emit(ev.ExportFinished(exp.name, run_id or "-", result.status, result.rows, result.files, result.bytes,
+                                    result.duration_ms, result.retries,
+                                    result.error.to_dict() if result.error else None))
+        return result
+
+    # -- one export -----------------------------------------------------------------------------------------
+    def _commit_run(self, plan: ExportPlan, started: datetime, result: ExportResult) -> None:
+        exp, store = plan.export, self.store
+        for w in plan.warnings:
+            result.warnings.append(w)
+            self.emit(ev.Warned(exp.name, plan.run_id, w))
+        if plan.schema_changes:
+            msg = f"schema changed since the last run: {'; '.join(plan.schema_changes)}"
+            if exp.on_schema_drift == "fail":
+                raise RivetError("RIVET_SCHEMA_DRIFT", f"export {exp.name!r}: {msg}",
+                                 "set on_schema_drift = \"warn\" to accept it, or fix the source", ExitClass.DRIFT)
+            if exp.on_schema_drift == "warn":
+                result.warnings.append(msg)
+                self.emit(ev.Warned(exp.name, plan.run_id, msg))
+
+        dest = open_destination(exp.destination, exp.name, plan.run_id, started)
+        self._check_prefix(plan, dest)
+        self.emit(ev.ExportStarted(exp.name, plan.run_id, exp.mode, plan.chunks_total or None, plan.chunks_done,
+                                   plan.rows_estimate))
+        if dest.head(SUCCESS) is not None:
+            dest.delete(SUCCESS)   # the prefix is in flux until this run's _SUCCESS lands
+
+        failures: list[RivetError] = []
+        cursor_max = None
+        parallel = max(1, exp.parallel) if exp.mode == "chunked" else 1
+        threads = max(1, (os.cpu_count() or 2) // parallel)
+        with self._executor_factory(parallel) as executor:
+            futures = {executor.submit(self._attempt_task, t, plan, dest, threads): t for t in plan.tasks}
+            for fut in as_completed(futures):
+                task = futures[fut]
+                try:
+                    tr: TaskResult = fut.result()
+                except RivetError as e:
+                    failures.append(e)
+                    if exp.mode != "chunked":
+                        raise
+                    continue
+                for part in tr.parts:   # file-log row only after the part is durable in the destination
+                    store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes, part.content_hash,
+                                   tr.index, exp.format, exp.compression)
+                if tr.index is not None and exp.chunk_checkpoint:
+                    store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
+                result.rows += tr.rows
+                result.retries += tr.retries
+                if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
+                    cursor_max = tr.cursor_max
+
+        files = store.files(exp.name, run_id=plan.run_id)
+        live = [f for f in files if f.get("status", "committed") == "committed"]
+        result.files = len(live)
+        result.bytes = sum(f["size_bytes"] for f in live)
+        if plan.resumed:
+            result.rows = sum(f["rows"] for f in live)
+        status = "failed" if failures else "succeeded"
+        if status == "succeeded" and result.rows == 0 and exp.skip_empty:
+            result.status = "skipped"
+            return
+        manifest = build_manifest(
+            run_id=plan.run_id, export_name=exp.name, mode=exp.mode, started_at=iso(started), finished_at=iso(utcnow()),
+            status=status, source_engine=self.config.source.type, source_table=exp.table, dest_kind=dest.kind,
+            dest_uri=dest.uri, fmt=exp.format, compression=exp.compression,
+            schema_fingerprint=schema_fingerprint(plan.write_schema),
+            parts=[{"path": f["path"], "rows": f["rows"], "size_bytes": f["size_bytes"],
+                    "content_hash": f["content_hash"], "status": f.get("status", "committed"),
+                    **({"chunk_index": f["chunk_index"]} if f.get("chunk_index") is not None else {})} for f in files],
+            cursor_low=plan.cursor_from, cursor_high=cursor_text(cursor_max) if cursor_max is not None else plan.cursor_from,
+            chunk_run={"chunk_column": plan.chunk_column, "chunks": plan.chunks_total} if exp.mode == "chunked" else None)
+        data = manifest_bytes(manifest)
+        dest.put_bytes(run_manifest_name(plan.run_id), data)
+        dest.put_bytes(MANIFEST, data)
+        if failures:
+            if exp.mode == "chunked" and exp.chunk_checkpoint:
+                store.finish_chunk_run(plan.run_id, "failed")
+            first = failures[0]
+            raise RivetError(first.code, f"export {exp.name!r}: {len(failures)} of {len(plan.tasks)} chunks failed; "
+                             f"first: {first.message}", first.hint or "rerun `rivet run` to retry the failed chunks",
+                             first.exit_class, first.transient)
+        dest.put_bytes(SUCCESS, success_bytes(data))
+
+        # State moves only now that the data it covers is durable (SPEC §3).
+        if exp.mode == "incremental" and cursor_max is not None:
+            store.set_cursor(exp.name, cursor_text(cursor_max), exp.cursor_column, plan.cursor_identity, plan.run_id)
+        store.set_schema(exp.name, [{"name": m.name, "type": m.native_type} for m in plan.mappings],
+                         schema_fingerprint(plan.write_schema))
+        if exp.mode == "chunked" and exp.chunk_checkpoint:
+            store.finish_chunk_run(plan.run_id, "completed")
+        self._record_committed(plan, cursor_max, result)
+        result.status = "succeeded"
+
+    def _record_committed(self, plan: ExportPlan, cursor_max, result: ExportResult) -> None:
+        """Committed progression, written last (seed PG2): a failure here is logged, never fatal."""
+        exp = plan.export
+        try:
+            if exp.mode == "incremental" and cursor_max is not None:
+                self.store.record_committed_incremental(exp.name, cursor_text(cursor_max), plan.run_id)
+            elif exp.mode == "chunked" and exp.chunk_checkpoint:
+                done = [t["chunk_index"] for t in self.store.chunk_tasks(plan.run_id, status="completed")]
+                if done:
+                    self.store.record_committed_chunked(exp.name, max(done), plan.run_id)
+        except Exception as e:  # noqa: BLE001 - advisory only (PG7)
+            msg = f"could not record the committed boundary: {redact(str(e))}"
+            result.warnings.append(msg)
+            self.emit(ev.Warned(exp.name, plan.run_id, msg))
+
+    def _check_prefix(self, plan: ExportPlan, dest) -> None:
+        if self.options.resume and not plan.resumed and not self.options.force and dest.head(SUCCESS) is not None:
+            raise RivetError("RIVET_RUN_PREFIX_COMPLETE", f"export {plan.export.name!r}: the destination's last run "
+                             "completed (_SUCCESS present); there is nothing to resume",
+                             "run without --resume for a new run, or add --force", ExitClass.REFUSED)
+
+    def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest, threads: int) -> TaskResult:
+        """Retry transient failures with exponential backoff. Chunk tries are recorded in state and capped by
+        chunk_max_attempts (so a crash does not reset the count); other tasks get max_retries retries."""
+        exp = plan.export
+        chunked = task.index is not None and exp.chunk_checkpoint
+        limit = exp.chunk_max_attempts if chunked else exp.tuning.max_retries + 1
+        retries = 0
+
+        def before_sleep(state: RetryCallState) -> None:
+            nonlocal retries
+            retries += 1
+            err = state.outcome.exception()
+            self.emit(ev.Retrying(exp.name, plan.run_id, state.attempt_number, str(err),
+                                  state.next_action.sleep if state.next_action else 0, task.index))
+
+        def once() -> TaskResult:
+            if self.cancelled.is_set():
+                raise RivetError("RIVET_RUN_CANCELLED", "cancelled", "run again to resume", ExitClass.TRANSIENT)
+            attempt = 1
+            if chunked:
+                attempt = self.store.start_task(plan.run_id, task.index)
+            if task.index is not None:
+                self.emit(ev.ChunkStarted(exp.name, plan.run_id, task.index, task.lo, task.hi, attempt))
+            try:
+                tr = execute_task(task, plan, self.config.source, dest, self.emit, threads)
+            except Exception as e:
+                err = e if isinstance(e, RivetError) else internal(e)
+                if chunked:
+                    self.store.fail_task(plan.run_id, task.index, redact(err.message))
+                if task.index is not None:
+                    self.emit(ev.ChunkFinished(exp.name, plan.run_id, task.index, 0, "failed", redact(err.message)))
+                raise err from e
+            if task.index is not None:
+                self.emit(ev.ChunkFinished(exp.name, plan.run_id, task.index, tr.rows, "completed", worker=tr.worker))
+            return tr
+
+        backoff = exp.tuning.retry_backoff_ms / 1000
+        attempts_left = limit
+        if chunked:  # attempts already spent by an earlier (crashed) run count too
+            spent = next((t["attempts"] for t in self.store.chunk_tasks(plan.run_id) if t["chunk_index"] == task.index), 0)
+            attempts_left = max(1, limit - (spent or 0))
+        retrying = Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(attempts_left),
+                            wait=wait_exponential(multiplier=backoff, min=backoff, max=60), before_sleep=before_sleep,
+                            reraise=True)
+        tr = retrying(once)
+        tr.retries = retries
+        return tr
+
+
+def run_exports(config: Config, store, emit: ev.Emit = ev.ignore, options: RunOptions | None = None) -> list[ExportResult]:
+    return Runner(config, store, emit, options).run()
+
+
+def worst_exit(results: list[ExportResult]) -> ExitClass:
+    return max((r.exit_class for r in results), default=ExitClass.OK)
+
+
+__all__ = ["Runner", "RunOptions", "ExportResult", "run_exports", "worst_exit", "execute_task", "pa"]

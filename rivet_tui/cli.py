@@ -1,0 +1,252 @@
+"""The `rivet` command. Parses arguments (click), loads config, calls the engine, renders, maps errors to exit codes.
+
+Global options (-c/--config, --state, --json-errors, --lock-wait) work before and after the subcommand.
+Human output goes to stderr; stdout carries only data (--json).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import traceback
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import ExitClass, RivetError, internal
+
+err_console = Console(stderr=True, highlight=False)
+GLOBALS = ("config_path", "state_path", "json_errors", "lock_wait")
+
+
+def global_options(f):
+    f = click.option("-c", "--config", "config_path", default=None, metavar="PATH",
+                     help="config file (default ./rivet.toml)")(f)
+    f = click.option("--state", "state_path", default=None, metavar="PATH",
+                     help="state file (default .rivet/state.duckdb beside the config; env RIVET_STATE)")(f)
+    f = click.option("--json-errors", "json_errors", is_flag=True, default=None,
+                     help="errors as one JSON line on stderr")(f)
+    f = click.option("--lock-wait", "lock_wait", type=float, default=None, metavar="SECONDS",
+                     help="how long to wait for a state file held by another rivet (default 60)")(f)
+    return f
+
+
+def settings(ctx: click.Context, local: dict) -> dict:
+    """Merge global options given after the subcommand over those given before it."""
+    merged = dict(ctx.find_root().obj or {})
+    for k in GLOBALS:
+        if local.get(k) is not None:
+            merged[k] = local[k]
+    ctx.find_root().obj = merged
+    return merged
+
+
+def command(group, name=None, **kw):
+    """A subcommand that takes the global options too and turns a RivetError into its exit code."""
+    def wrap(f):
+        @group.command(name, **kw)
+        @global_options
+        @click.pass_context
+        @functools.wraps(f)
+        def inner(ctx, config_path, state_path, json_errors, lock_wait, **kwargs):
+            settings(ctx, dict(config_path=config_path, state_path=state_path, json_errors=json_errors,
+                               lock_wait=lock_wait))
+            return f(ctx, **kwargs)
+        return inner
+    return wrap
+
+
+def opts(ctx) -> dict:
+    return ctx.find_root().obj or {}
+
+
+def load(ctx, params: tuple[str, ...] = ()):
+    from engine.config import load_config
+    o = opts(ctx)
+    return load_config(o.get("config_path") or "rivet.toml", parse_params(params), state_path=o.get("state_path"))
+
+
+def open_store(ctx, config):
+    from engine.state import StateStore
+    return StateStore(config.state_path, lock_wait_s=opts(ctx).get("lock_wait") or 60.0)
+
+
+def parse_params(params) -> dict:
+    out = {}
+    for p in params:
+        if "=" not in p:
+            raise RivetError("RIVET_CLI_BAD_PARAM", f"--param {p!r} is not KEY=VALUE", "e.g. -p tenant=acme")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@global_options
+@click.version_option(package_name="rivet")
+@click.pass_context
+def cli(ctx, config_path, state_path, json_errors, lock_wait):
+    """Export database tables to Parquet/CSV and prove nothing was lost."""
+    ctx.obj = {k: v for k, v in dict(config_path=config_path, state_path=state_path, json_errors=json_errors,
+                                     lock_wait=lock_wait).items() if v is not None}
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(tui_cmd)
+
+
+def _open_tui(ctx, run_names=None, run_all=False, params=()):
+    try:
+        from rivet_tui.app import run_app
+    except ImportError:
+        raise RivetError("RIVET_TUI_UNAVAILABLE", "the terminal UI is not available in this build",
+                         "use `rivet run --no-tui`")
+    config = load(ctx, params)
+    return run_app(config, open_store(ctx, config), run_names=run_names, run_all=run_all)
+
+
+@command(cli, "tui")
+def tui_cmd(ctx):
+    """Open the terminal UI (no export starts until a key says so)."""
+    return _open_tui(ctx)
+
+
+@command(cli, "run")
+@click.option("-e", "--export", "names", multiple=True, help="export to run (repeatable; default all)")
+@click.option("--no-tui", is_flag=True, help="headless: progress on stderr, summary after")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON summary object to stdout")
+@click.option("--parallel-exports", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--resume", is_flag=True, help="only resume an interrupted chunk run (exit 1 if there is none)")
+@click.option("--force", is_flag=True, help="bypass refusals that --force may bypass")
+@click.option("--strict", is_flag=True, help="refuse any column that is not delivered exactly")
+@click.option("--validate", "do_validate", is_flag=True, help="validate the destination after the run")
+@click.option("--reconcile", "do_reconcile", is_flag=True, help="validate and count the source after the run")
+@click.option("-p", "--param", "params", multiple=True, metavar="K=V", help="fill ${K} in the config")
+def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict, do_validate, do_reconcile, params):
+    """Run exports."""
+    from engine.runner import RunOptions, Runner, worst_exit
+    config = load(ctx, params)
+    for n in names:
+        config.export(n)
+    if not no_tui and not as_json and sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI"):
+        try:
+            import rivet_tui.app  # noqa: F401
+            return _open_tui(ctx, run_names=list(names), run_all=not names, params=params)
+        except ImportError:
+            pass
+    store = open_store(ctx, config)
+    options = RunOptions(names=list(names), parallel_exports=parallel_exports, resume=resume, force=force,
+                         strict=strict)
+    from rivet_tui.headless import HeadlessProgress, print_json, print_summary
+    t0 = time.monotonic()
+    with HeadlessProgress(err_console) as progress:
+        results = Runner(config, store, progress, options).run()
+    print_summary(err_console, results, time.monotonic() - t0)
+    code = worst_exit(results)
+    if as_json:
+        print_json({"status": "ok" if code == 0 else "failed", "exit_code": int(code),
+                    "exports": [r.to_dict() for r in results]})
+    return code
+
+
+@command(cli, "doctor")
+def doctor_cmd(ctx):
+    """Check the config, the state file, the source connection and every destination."""
+    from engine.doctor import run_checks
+    failed = False
+    for check in run_checks(opts(ctx)):
+        mark = "[green]ok  [/]" if check.ok else "[red]FAIL[/]"
+        err_console.print(f"{mark} {check.name:<22} {check.detail}", highlight=False)
+        if not check.ok:
+            failed = True
+            if check.hint:
+                err_console.print(f"     hint: {check.hint}", highlight=False)
+    return ExitClass.USAGE if failed else ExitClass.OK
+
+
+# ---- state ---------------------------------------------------------------------------------------------------
+@cli.group("state")
+def state_group():
+    """Read and repair state."""
+
+
+def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
+    t = Table(*columns, title=title, title_justify="left", show_edge=False, box=None, pad_edge=False)
+    for r in rows:
+        t.add_row(*["-" if v is None else str(v) for v in r])
+    err_console.print(t)
+
+
+def _emit(rows: list[dict], columns: list[str], as_json: bool, empty: str, key: str) -> None:
+    from rivet_tui.headless import print_json
+    if as_json:
+        print_json({key: rows})
+    elif not rows:
+        err_console.print(empty)
+    else:
+        _table(columns, [[r.get(c) for c in columns] for r in rows])
+
+
+@command(state_group, "files")
+@click.option("-e", "--export", "name", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def state_files(ctx, name, as_json):
+    """Files written (the file log)."""
+    config = load(ctx)
+    if name:
+        config.export(name)
+    rows = open_store(ctx, config).files(name)
+    _emit(rows, ["export_name", "run_id", "path", "rows", "size_bytes", "chunk_index", "status", "created_at"],
+          as_json, "No files recorded yet.", "files")
+
+
+@command(cli, "metrics")
+@click.option("-e", "--export", "name", default=None)
+@click.option("--last", type=click.IntRange(1), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def metrics_cmd(ctx, name, last, as_json):
+    """Run history."""
+    config = load(ctx)
+    if name:
+        config.export(name)
+    rows = open_store(ctx, config).metrics(name, last)
+    _emit(rows, ["export_name", "run_id", "mode", "status", "rows", "files", "bytes", "duration_ms", "retries",
+                 "started_at", "error_code"], as_json, "No runs recorded yet.", "runs")
+
+
+def main(argv=None) -> None:
+    json_errors = "--json-errors" in (argv if argv is not None else sys.argv[1:])
+    try:
+        rv = cli.main(args=argv, prog_name="rivet", standalone_mode=False)
+        code = int(rv) if isinstance(rv, int) else 0
+    except RivetError as e:
+        code = _report(e, json_errors)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        code = ExitClass.TRANSIENT
+    except click.ClickException as e:
+        code = _report(RivetError("RIVET_CLI_USAGE", e.format_message(), "see `rivet --help`"), json_errors)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; state is consistent, the next run resumes")
+        code = 130
+    except Exception as e:  # a bug
+        if os.environ.get("RIVET_DEBUG"):
+            traceback.print_exc()
+        code = _report(internal(e), json_errors)
+    sys.exit(int(code))
+
+
+def _report(e: RivetError, json_errors: bool) -> int:
+    from engine.secrets import redact
+    e.message = redact(e.message)
+    if json_errors:
+        sys.stderr.write(e.to_json() + "\n")
+    else:
+        err_console.print(e.render(), markup=False, highlight=False)
+    return int(e.exit_class)
+
+
+if __name__ == "__main__":
+    main()
