@@ -191,8 +191,7 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
         else:
             plan.cursor_column = cur.name
         plan.cursor_expr = expr
-        plan.cursor_identity = f"{relation_identity(rel)}|{exp.incremental_cursor_mode}:{exp.cursor_column}" + (
-            f",{exp.cursor_fallback_column}" if exp.incremental_cursor_mode == "coalesce" else "")
+        plan.cursor_identity = cursor_identity_for(exp)
         state = store.get_export_state(exp.name)
         if state and state.get("last_cursor_value") is not None:
             if state.get("cursor_identity") and state["cursor_identity"] != plan.cursor_identity:
@@ -329,3 +328,17 @@ def _windows(exp, src: Source, rel: Relation, qcol: str, col: ColumnMapping, pla
         plan.warnings.append(f"sparse chunk key: {len(buckets)} of {n} windows hold rows; planned only those")
         return [(lo + b * size, min(hi, lo + (b + 1) * size - 1)) for b in buckets]
     return [(lo + k * size, min(hi, lo + (k + 1) * size - 1)) for k in range(n)]
+
+
+def cursor_identity_for(exp: ExportConfig) -> str:
+    ident = f"{relation_identity(relation_of(exp))}|{exp.incremental_cursor_mode}:{exp.cursor_column}"
+    return ident + (f",{exp.cursor_fallback_column}" if exp.incremental_cursor_mode == "coalesce" else "")
+
+
+def accept_cursor_identity(exp: ExportConfig, store) -> bool:
+    """`rivet state accept`: keep the stored cursor, adopt the export's current column / relation."""
+    state = store.get_export_state(exp.name)
+    if not state or state.get("last_cursor_value") is None:
+        return False
+    store.accept_identity(exp.name, exp.cursor_column, cursor_identity_for(exp))
+    return True

@@ -200,6 +200,134 @@ def state_files(ctx, name, as_json):
           as_json, "No files recorded yet.", "files")
 
 
+@command(state_group, "show")
+@click.option("-e", "--export", "name", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def state_show(ctx, name, as_json):
+    """Cursor, last run and files per export."""
+    config = load(ctx)
+    if name:
+        config.export(name)
+    rows = open_store(ctx, config).summary(name)
+    _emit(rows, ["export_name", "cursor_column", "last_cursor_value", "last_run_id", "last_status", "last_run_at",
+                 "files", "rows"], as_json, "No state recorded yet.", "exports")
+
+
+@command(state_group, "chunks")
+@click.option("-e", "--export", "name", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def state_chunks(ctx, name, as_json):
+    """Chunk tasks of the export's latest chunk run."""
+    config = load(ctx)
+    config.export(name)
+    store = open_store(ctx, config)
+    run = store.latest_chunk_run(name)
+    tasks = store.chunk_tasks(run["run_id"]) if run else []
+    if as_json:
+        from rivet_tui.headless import print_json
+        print_json({"chunk_run": run, "tasks": tasks})
+        return
+    if not run:
+        err_console.print(f"No chunk runs recorded for {name}.")
+        return
+    err_console.print(f"chunk run {run['run_id']} ({run['status']}), column {run.get('chunk_column')}")
+    _table(["chunk_index", "lo", "hi", "status", "attempts", "rows_written", "error"],
+           [[t.get(c) for c in ("chunk_index", "lo", "hi", "status", "attempts", "rows_written", "error")]
+            for t in tasks])
+
+
+def progression_lines(rows: list[dict]) -> list[str]:
+    """The ADR-0008 table, column for column."""
+    def at(v):
+        if not v:
+            return "-"
+        from datetime import datetime, timezone
+        dt = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        if dt.tzinfo:
+            dt = dt.astimezone(timezone.utc)
+        return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def boundary(strategy, cursor, chunk):
+        if strategy == "chunked" and chunk is not None:
+            return f"chunk #{chunk}"
+        return cursor if cursor is not None else "-"
+
+    fmt = "{:<14} {:<12} {:<28} {:<24} {:<12} {}"
+    lines = [fmt.format("EXPORT", "COMM MODE", "COMMITTED", "COMMITTED AT", "VERI MODE", "VERIFIED")]
+    for r in rows:
+        lines.append(fmt.format(
+            r["export_name"], r.get("last_committed_strategy") or "-",
+            boundary(r.get("last_committed_strategy"), r.get("last_committed_cursor"), r.get("last_committed_chunk_index")),
+            at(r.get("last_committed_at")), r.get("last_verified_strategy") or "-",
+            boundary(r.get("last_verified_strategy"), r.get("last_verified_cursor"), r.get("last_verified_chunk_index"))))
+    return lines
+
+
+@command(state_group, "progression")
+@click.option("-e", "--export", "name", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def state_progression(ctx, name, as_json):
+    """Committed and verified boundaries (ADR-0008)."""
+    config = load(ctx)
+    if name:
+        config.export(name)
+    rows = open_store(ctx, config).progression(name)
+    if as_json:
+        from rivet_tui.headless import print_json
+        print_json({"progression": rows})
+    elif not rows:
+        err_console.print("No progression boundaries recorded yet.")
+    else:
+        for line in progression_lines(rows):
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _state_change(ctx, name, as_json, action: str, done: str, nothing: str):
+    config = load(ctx)
+    config.export(name)
+    changed = getattr(open_store(ctx, config), action)(name)
+    if as_json:
+        from rivet_tui.headless import print_json
+        print_json({"export": name, "action": action, "changed": bool(changed)})
+    else:
+        err_console.print(done if changed else nothing)
+
+
+@command(state_group, "reset")
+@click.option("-e", "--export", "name", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def state_reset(ctx, name, as_json):
+    """Forget the export's cursor (the next incremental run reads everything)."""
+    _state_change(ctx, name, as_json, "reset_state", f"{name}: cursor forgotten; the next run exports everything",
+                  f"{name}: no cursor stored")
+
+
+@command(state_group, "accept")
+@click.option("-e", "--export", "name", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def state_accept(ctx, name, as_json):
+    """Keep the stored cursor for the export's current cursor column / relation."""
+    from engine.planner import accept_cursor_identity
+    config = load(ctx)
+    exp = config.export(name)
+    changed = accept_cursor_identity(exp, open_store(ctx, config))
+    if as_json:
+        from rivet_tui.headless import print_json
+        print_json({"export": name, "action": "accept", "changed": changed})
+    else:
+        err_console.print(f"{name}: the stored cursor now belongs to {exp.cursor_column!r}" if changed
+                          else f"{name}: no cursor stored; nothing to accept")
+
+
+@command(state_group, "reset-progression")
+@click.option("-e", "--export", "name", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def state_reset_progression(ctx, name, as_json):
+    """Drop the committed and verified boundaries of an export."""
+    _state_change(ctx, name, as_json, "reset_progression", f"{name}: progression boundaries cleared",
+                  f"{name}: no progression recorded")
+
+
 @command(cli, "metrics")
 @click.option("-e", "--export", "name", default=None)
 @click.option("--last", type=click.IntRange(1), default=None)
