@@ -1,7 +1,8 @@
 """Turn one export's config + the source + state into an ExportPlan: the exact SQL each task will run.
 
-Planning reads no data rows: it describes the relation, maps types, checks schema drift and cursor identity,
-and for chunked exports reads MIN/MAX (plus one GROUP BY over the key when it is sparse).
+Planning reads no data rows and writes no state: it describes the relation, maps types, checks schema drift and
+cursor identity, and for chunked exports reads MIN/MAX (plus one GROUP BY over the key when it is sparse). The
+runner persists what a plan implies (a new chunk run, or the reset of an interrupted one) when it starts it.
 """
 from __future__ import annotations
 
@@ -267,11 +268,10 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
     if exp.chunk_checkpoint:
         run = store.latest_chunk_run(exp.name)
         if run and run["status"] != "completed" and run.get("plan_hash") == plan.plan_hash:
-            store.reset_running(run["run_id"])
             tasks = store.chunk_tasks(run["run_id"])
             plan.run_id, plan.resumed = run["run_id"], True
             plan.chunks_total = len(tasks)
-            todo = [t for t in tasks if t["status"] != "completed"]
+            todo = [t for t in tasks if t["status"] != "completed"]   # running ones died with their process
             plan.chunks_done = plan.chunks_total - len(todo)
             parse = (lambda s: _parse_bound(s, col.arrow_type))
             plan.tasks = [TaskSpec(t["chunk_index"], task_sql(parse(t["lo"]), parse(t["hi"])), t["lo"], t["hi"])
@@ -284,9 +284,6 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
     windows = _windows(exp, src, rel, qcol, col, plan)
     plan.tasks = [TaskSpec(i, task_sql(lo, hi), cursor_text(lo), cursor_text(hi)) for i, (lo, hi) in enumerate(windows)]
     plan.chunks_total = len(plan.tasks)
-    if exp.chunk_checkpoint:
-        store.create_chunk_run(exp.name, plan.run_id, plan.plan_hash, col.name,
-                               [(t.index, t.lo, t.hi) for t in plan.tasks])
 
 
 def _parse_bound(text: str, t: pa.DataType):

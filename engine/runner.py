@@ -215,6 +215,12 @@ class Runner:
 
         dest = open_destination(exp.destination, exp.name, plan.run_id, started)
         self._check_prefix(plan, dest)
+        if exp.mode == "chunked" and exp.chunk_checkpoint:
+            if plan.resumed:
+                store.reset_running(plan.run_id)     # tasks of a killed process go back to pending
+            else:
+                store.create_chunk_run(exp.name, plan.run_id, plan.plan_hash, plan.chunk_column,
+                                       [(t.index, t.lo, t.hi) for t in plan.tasks])
         self.emit(ev.ExportStarted(exp.name, plan.run_id, exp.mode, plan.chunks_total or None, plan.chunks_done,
                                    plan.rows_estimate))
         if dest.head(SUCCESS) is not None:
