@@ -65,6 +65,14 @@ def new_run_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def run_started_at(run_id: str) -> datetime:
+    """The instant a run id was minted: fills {date} so a resumed run writes to its original prefix."""
+    try:
+        return datetime.strptime(run_id.split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return datetime.now(timezone.utc)
+
+
 def relation_of(exp: ExportConfig) -> Relation:
     return Relation(table=exp.table) if exp.table else Relation(query=exp.query)
 

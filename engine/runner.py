@@ -28,7 +28,7 @@ from engine.executors import LocalExecutor
 from engine.formats import PartFile, PartWriter, part_basename
 from engine.manifest import (MANIFEST, SUCCESS, build_manifest, manifest_bytes, run_manifest_name, schema_fingerprint,
                              success_bytes)
-from engine.planner import CURSOR_FIELD, ExportPlan, TaskSpec, cursor_text, plan_export
+from engine.planner import CURSOR_FIELD, ExportPlan, TaskSpec, cursor_text, plan_export, run_started_at
 from engine.secrets import redact
 from engine.sources import open_source
 
@@ -213,7 +213,7 @@ class Runner:
                 result.warnings.append(msg)
                 self.emit(ev.Warned(exp.name, plan.run_id, msg))
 
-        dest = open_destination(exp.destination, exp.name, plan.run_id, started)
+        dest = open_destination(exp.destination, exp.name, plan.run_id, run_started_at(plan.run_id))
         self._check_prefix(plan, dest)
         if exp.mode == "chunked" and exp.chunk_checkpoint:
             if plan.resumed:
