@@ -267,11 +267,7 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
     plan.plan_hash = _plan_hash(exp, plan.read_schema, d.select(rel, select_exprs, [], []))
 
     def task_sql(lo, hi) -> str:
-        if exp.chunk_by_days:
-            pred = [f"{qcol} >= {d.literal(lo)}", f"{qcol} < {d.literal(hi)}"]
-        else:
-            pred = [f"{qcol} BETWEEN {d.literal(lo)} AND {d.literal(hi)}"]
-        return d.select(rel, select_exprs, pred, [])
+        return d.select(rel, select_exprs, window_predicate(exp, d, qcol, lo, hi), [])
 
     if exp.chunk_checkpoint:
         run = store.latest_chunk_run(exp.name)
@@ -281,7 +277,7 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
             plan.chunks_total = len(tasks)
             todo = [t for t in tasks if t["status"] != "completed"]   # running ones died with their process
             plan.chunks_done = plan.chunks_total - len(todo)
-            parse = (lambda s: _parse_bound(s, col.arrow_type))
+            parse = (lambda s: parse_bound(s, col.arrow_type))
             plan.tasks = [TaskSpec(t["chunk_index"], task_sql(parse(t["lo"]), parse(t["hi"])), t["lo"], t["hi"])
                           for t in todo]
             return
@@ -294,7 +290,14 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
     plan.chunks_total = len(plan.tasks)
 
 
-def _parse_bound(text: str, t: pa.DataType):
+def window_predicate(exp: ExportConfig, d, qcol: str, lo, hi) -> list[str]:
+    """The one definition of a chunk window, shared by extraction and reconcile (same rows, same predicate)."""
+    if exp.chunk_by_days:
+        return [f"{qcol} >= {d.literal(lo)}", f"{qcol} < {d.literal(hi)}"]
+    return [f"{qcol} BETWEEN {d.literal(lo)} AND {d.literal(hi)}"]
+
+
+def parse_bound(text: str, t: pa.DataType):
     if pa.types.is_integer(t):
         return int(text)
     if "T" in text or " " in text:

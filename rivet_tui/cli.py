@@ -143,9 +143,20 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
         results = Runner(config, store, progress, options).run()
     print_summary(err_console, results, time.monotonic() - t0)
     code = worst_exit(results)
+    extra = {}
+    if (do_validate or do_reconcile) and code == ExitClass.OK:
+        from engine.validate import validate
+        reports = validate(config, store, [r.name for r in results if r.status == "succeeded"])
+        extra["validation"] = [r.to_dict() for r in reports]
+        code = max(code, render_validation(reports, as_json=False))
+        if do_reconcile:
+            from engine.reconcile import reconcile_many
+            recs = reconcile_many(config, store, [r.name for r in results if r.status == "succeeded"])
+            extra["reconcile"] = [r.to_dict() for r in recs]
+            code = max(code, render_reconcile(recs))
     if as_json:
         print_json({"status": "ok" if code == 0 else "failed", "exit_code": int(code),
-                    "exports": [r.to_dict() for r in results]})
+                    "exports": [r.to_dict() for r in results], **extra})
     return code
 
 
@@ -162,6 +173,69 @@ def doctor_cmd(ctx):
             if check.hint:
                 err_console.print(f"     hint: {check.hint}", highlight=False)
     return ExitClass.USAGE if failed else ExitClass.OK
+
+
+@command(cli, "validate")
+@click.option("-e", "--export", "names", multiple=True)
+@click.option("--json", "as_json", is_flag=True)
+def validate_cmd(ctx, names, as_json):
+    """Re-check the destination against the manifests: _SUCCESS hash, every part's size, hash and rows."""
+    from engine.validate import validate
+    config = load(ctx)
+    reports = validate(config, open_store(ctx, config), list(names))
+    return render_validation(reports, as_json)
+
+
+def render_validation(reports, as_json: bool) -> ExitClass:
+    from rivet_tui.headless import print_json
+    ok = all(r.ok for r in reports)
+    if as_json:
+        print_json({"ok": ok, "reports": [r.to_dict() for r in reports]})
+    for r in reports:
+        mark = "[green]ok  [/]" if r.ok else "[red]FAIL[/]"
+        err_console.print(f"{mark} {r.export:<20} {r.uri}  {r.parts_checked} parts, {r.rows:,} rows", highlight=False)
+        for f in r.failures:
+            err_console.print(f"     [red]✗[/] {f.object}: {f.problem}", highlight=False)
+        for f in r.warnings:
+            err_console.print(f"     [yellow]![/] {f.object}: {f.problem}", highlight=False)
+    return ExitClass.OK if ok else ExitClass.INTEGRITY
+
+
+@command(cli, "reconcile")
+@click.option("-e", "--export", "names", multiple=True, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("-o", "--output", "output", default=None, metavar="FILE", help="also save the report (for repair)")
+def reconcile_cmd(ctx, names, as_json, output):
+    """Count the source per chunk window and compare with what was recorded; a clean report advances verified."""
+    from engine.reconcile import reconcile_many
+    from rivet_tui.headless import print_json
+    config = load(ctx)
+    reports = reconcile_many(config, open_store(ctx, config), list(names))
+    if output:
+        import json as _json
+        from pathlib import Path
+        Path(output).write_text(_json.dumps({"reports": [r.to_dict() for r in reports]}, indent=2))
+    if as_json:
+        print_json({"ok": all(r.ok for r in reports), "reports": [r.to_dict() for r in reports]})
+    return render_reconcile(reports)
+
+
+def render_reconcile(reports) -> ExitClass:
+    worst = ExitClass.OK
+    for r in reports:
+        s = r.summary
+        mark = "[green]ok  [/]" if r.ok else "[red]FAIL[/]"
+        err_console.print(f"{mark} {r.export:<20} {r.strategy:<11} run {r.run_id or '-'}: {s['match']} match, "
+                          f"{s['mismatch']} mismatch, {s['unknown']} unknown"
+                          + ("  → verified boundary written" if r.verified_written else ""), highlight=False)
+        for c in r.checks:
+            if c.status != "match":
+                where = f"chunk {c.index} [{c.lo} .. {c.hi}]" if c.index is not None else "whole export"
+                err_console.print(f"     {c.status:<8} {where}: source {c.source_rows}, recorded {c.recorded_rows}"
+                                  + (f" ({c.note})" if c.note else ""), highlight=False)
+        if any(c.status == "mismatch" for c in r.checks):
+            worst = ExitClass.INTEGRITY
+    return worst
 
 
 # ---- state ---------------------------------------------------------------------------------------------------
