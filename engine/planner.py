@@ -22,6 +22,7 @@ from engine.sources.base import Relation, Source
 from engine.types import ColumnMapping, map_columns, output_schema
 
 CURSOR_FIELD = "__rivet_cursor"     # synthetic coalesce column: read, tracked, never written
+DEFAULT_CHUNK_SIZE = 100_000      # key span per chunk when the config names no chunking
 SPARSE_MIN_WINDOWS = 1000           # below this many windows, empty ones cost nothing worth avoiding
 
 
@@ -322,7 +323,7 @@ def _windows(exp, src: Source, rel: Relation, qcol: str, col: ColumnMapping, pla
         return out
     lo, hi = int(lo), int(hi)
     span = hi - lo + 1
-    size = exp.chunk_size or math.ceil(span / exp.chunk_count)
+    size = exp.chunk_size or (math.ceil(span / exp.chunk_count) if exp.chunk_count else DEFAULT_CHUNK_SIZE)
     n = math.ceil(span / size)
     expected = (plan.rows_estimate or 0) / size + 1
     if n > SPARSE_MIN_WINDOWS and n > 4 * expected:

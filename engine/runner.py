@@ -164,14 +164,19 @@ class Runner:
             futures = [pool.submit(self.run_export, e) for e in exports]
             return [f.result() for f in futures]
 
-    def run_export(self, exp: ExportConfig) -> ExportResult:
+    def run_plans(self, plans: list[ExportPlan]) -> list[ExportResult]:
+        """Run prepared plans (from `rivet apply`): exactly their SQL, no re-planning."""
+        return [self.run_export(p.export, p) for p in plans]
+
+    def run_export(self, exp: ExportConfig, plan: ExportPlan | None = None) -> ExportResult:
         t0 = time.monotonic()
         started = utcnow()
         result = ExportResult(exp.name, "failed")
-        run_id = None
+        run_id = plan.run_id if plan else None
         try:
-            with open_source(self.config.source, exp.tuning) as src:
-                plan = plan_export(exp, src, self.store, strict=self.options.strict, resume=self.options.resume)
+            if plan is None:
+                with open_source(self.config.source, exp.tuning) as src:
+                    plan = plan_export(exp, src, self.store, strict=self.options.strict, resume=self.options.resume)
             run_id = result.run_id = plan.run_id
             self._commit_run(plan, started, result)
         except RivetError as e:
@@ -216,8 +221,11 @@ class Runner:
         dest = open_destination(exp.destination, exp.name, plan.run_id, run_started_at(plan.run_id))
         self._check_prefix(plan, dest)
         if exp.mode == "chunked" and exp.chunk_checkpoint:
-            if plan.resumed:
+            existing = store.latest_chunk_run(exp.name)
+            if plan.resumed or (existing and existing["run_id"] == plan.run_id):
                 store.reset_running(plan.run_id)     # tasks of a killed process go back to pending
+                done = {t["chunk_index"] for t in store.chunk_tasks(plan.run_id, status="completed")}
+                plan.tasks = [t for t in plan.tasks if t.index not in done]
             else:
                 store.create_chunk_run(exp.name, plan.run_id, plan.plan_hash, plan.chunk_column,
                                        [(t.index, t.lo, t.hi) for t in plan.tasks])
@@ -251,6 +259,7 @@ class Runner:
                 if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
                     cursor_max = tr.cursor_max
 
+        dest.close()
         files = store.files(exp.name, run_id=plan.run_id)
         live = [f for f in files if f.get("status", "committed") == "committed"]
         result.files = len(live)

@@ -6,6 +6,7 @@ Human output goes to stderr; stdout carries only data (--json).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
@@ -173,6 +174,91 @@ def doctor_cmd(ctx):
             if check.hint:
                 err_console.print(f"     hint: {check.hint}", highlight=False)
     return ExitClass.USAGE if failed else ExitClass.OK
+
+
+@command(cli, "plan")
+@click.option("-e", "--export", "names", multiple=True)
+@click.option("-o", "--output", "output", default=None, metavar="FILE", help="write the sealed plan artifact")
+@click.option("--json", "as_json", is_flag=True, help="print the artifact (with its diff) to stdout")
+@click.option("-p", "--param", "params", multiple=True, metavar="K=V")
+def plan_cmd(ctx, names, output, as_json, params):
+    """Build a sealed plan (no data read) and show its diff against the current state."""
+    from engine.plans import build_plan, diff_plan
+    from rivet_tui.headless import print_json, render_diff
+    config = load(ctx, params)
+    artifact = build_plan(config, open_store(ctx, config), list(names))
+    if output:
+        from pathlib import Path
+        Path(output).write_text(json.dumps(artifact, indent=2) + "\n")
+        err_console.print(f"plan {artifact['plan_id']} written to {output} (expires {artifact['expires_at']})")
+    render_diff(err_console, diff_plan(artifact))
+    if as_json:
+        print_json(artifact)
+
+
+@command(cli, "apply")
+@click.argument("plan_file", metavar="PLAN.json")
+@click.option("--force", is_flag=True, help="apply a stale plan or one whose cursor moved")
+@click.option("--json", "as_json", is_flag=True)
+def apply_cmd(ctx, plan_file, force, as_json):
+    """Execute a plan exactly as it was sealed."""
+    from engine.plans import applied_runs, check_applicable, load_plan, plans_from_artifact
+    from engine.runner import Runner, worst_exit
+    from rivet_tui.headless import HeadlessProgress, print_json, print_summary
+    artifact = load_plan(plan_file)
+    config = load(ctx)
+    store = open_store(ctx, config)
+    done = applied_runs(artifact, store)
+    if done and len(done) == len(artifact["exports"]):
+        err_console.print(f"plan {artifact['plan_id']} already applied (runs {', '.join(done)}); nothing to do")
+        if as_json:
+            print_json({"status": "already_applied", "plan_id": artifact["plan_id"], "run_ids": done})
+        return ExitClass.OK
+    check_applicable(artifact, config, store, force)
+    plans = [p for p in plans_from_artifact(artifact, config) if p.run_id not in done]
+    t0 = time.monotonic()
+    runner = Runner(config, store)
+    with HeadlessProgress(err_console) as progress:
+        runner._emit_outer = progress
+        results = runner.run_plans(plans)
+    for r in results:
+        if r.status in ("succeeded", "skipped"):
+            store.journal(r.name, r.run_id, "PlanApplied", {"plan_id": artifact["plan_id"]})
+    print_summary(err_console, results, time.monotonic() - t0)
+    code = worst_exit(results)
+    if as_json:
+        print_json({"status": "ok" if code == 0 else "failed", "plan_id": artifact["plan_id"], "exit_code": int(code),
+                    "exports": [r.to_dict() for r in results]})
+    return code
+
+
+@command(cli, "check")
+@click.option("-e", "--export", "names", multiple=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--strict", is_flag=True, help="exit 1 if any column is not delivered exactly")
+@click.option("-p", "--param", "params", multiple=True, metavar="K=V")
+def check_cmd(ctx, names, as_json, strict, params):
+    """Preflight per export: strategy, row estimate, chunk count, every column's type mapping."""
+    from engine.check import check_exports
+    from rivet_tui.headless import print_json
+    config = load(ctx, params)
+    reports = check_exports(config, open_store(ctx, config), list(names))
+    if as_json:
+        print_json({"exports": [r.to_dict() for r in reports]})
+    code = ExitClass.OK
+    for r in reports:
+        err_console.print(f"[bold]{r.export}[/]  {r.strategy}  ~{r.rows_estimate if r.rows_estimate is not None else '?'}"
+                          f" rows" + (f"  {r.chunks} chunks" if r.chunks is not None else "")
+                          + (f"  [red]error[{r.error['code']}][/]: {r.error['error']}" if r.error else ""),
+                          highlight=False)
+        if r.columns:
+            _table(["column", "source type", "output type", "fidelity", "note"],
+                   [[c["name"], c["native_type"], c["arrow_type"], c["fidelity"], c["note"]] for c in r.columns])
+        if r.error:
+            code = max(code, ExitClass(r.error["exit_class"]))
+        if strict and any(c["fidelity"] != "exact" for c in r.columns):
+            code = max(code, ExitClass.USAGE)
+    return code
 
 
 @command(cli, "validate")

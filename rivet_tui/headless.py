@@ -112,3 +112,29 @@ def print_summary(console: Console, results: list[ExportResult], elapsed_s: floa
 def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
     sys.stdout.flush()
+
+
+def render_diff(console: Console, diffs) -> None:
+    """A plan's diff, coloured like a diff: + new, ~ redo, = done, ! warnings."""
+    for d in diffs:
+        console.print(f"[bold]{d.export}[/] ({d.strategy})" + ("  [cyan]first run[/]" if d.first_run else ""),
+                      highlight=False)
+        if d.strategy == "incremental":
+            frm = d.cursor_from if d.cursor_from is not None else "first run"
+            console.print(f"  cursor  [red]{frm}[/] → [green]{d.cursor_to if d.cursor_to is not None else '-'}[/]",
+                          highlight=False)
+        if d.strategy == "chunked":
+            console.print(f"  chunks  [green]+{d.chunks_new} new[/]  [yellow]~{d.chunks_redo} to redo[/]  "
+                          f"[dim]={d.chunks_done} done[/]", highlight=False)
+            for c in d.chunk_ranges[:20]:
+                mark, colour = {"new": ("+", "green"), "redo": ("~", "yellow"), "done": ("=", "dim")}[c["state"]]
+                console.print(f"    [{colour}]{mark} chunk {c['index']}: {c['lo']} .. {c['hi']}[/]", highlight=False)
+            if len(d.chunk_ranges) > 20:
+                console.print(f"    … {len(d.chunk_ranges) - 20} more", highlight=False)
+        if d.rows_estimate is not None:
+            console.print(f"  rows    ~{d.rows_estimate:,}", highlight=False)
+        for change in d.schema_changes:
+            colour = {"+": "green", "-": "red"}.get(change[:1], "yellow")
+            console.print(f"  schema  [{colour}]{change}[/]", highlight=False)
+        for w in d.warnings:
+            console.print(f"  [yellow]! {w}[/]", highlight=False)
