@@ -261,6 +261,34 @@ def check_cmd(ctx, names, as_json, strict, params):
     return code
 
 
+@command(cli, "repair")
+@click.option("-e", "--export", "name", required=True)
+@click.option("--report", "report_file", default=None, metavar="FILE", help="a saved `rivet reconcile -o` report")
+@click.option("--execute", is_flag=True, help="re-export the mismatched chunks (default: dry run)")
+@click.option("--json", "as_json", is_flag=True)
+def repair_cmd(ctx, name, report_file, execute, as_json):
+    """Re-export only the chunks a reconcile found mismatched (dry run unless --execute)."""
+    from engine.repair import repair
+    from rivet_tui.headless import print_json
+    config = load(ctx)
+    result = repair(config, config.export(name), open_store(ctx, config), report_file=report_file, execute=execute)
+    if as_json:
+        print_json(result.to_dict())
+    if not result.chunks:
+        err_console.print(f"{name}: nothing to repair (no mismatched chunks in run {result.run_id})")
+        return ExitClass.OK
+    verb = "re-exported" if result.executed else "would re-export"
+    for c in result.chunks:
+        err_console.print(f"{verb} chunk {c['index']} [{c['lo']} .. {c['hi']}]: source {c['source_rows']}, "
+                          f"recorded {c['recorded_rows']}", highlight=False)
+    if result.executed:
+        err_console.print(f"{len(result.new_parts)} new part(s), {result.rows_written:,} rows; "
+                          f"{len(result.superseded)} part(s) marked superseded. Run `rivet reconcile -e {name}`.")
+    else:
+        err_console.print("dry run: add --execute to re-export these chunks")
+    return ExitClass.OK
+
+
 @command(cli, "validate")
 @click.option("-e", "--export", "names", multiple=True)
 @click.option("--json", "as_json", is_flag=True)
