@@ -249,11 +249,12 @@ class Runner:
                     if exp.mode != "chunked":
                         raise
                     continue
-                for part in tr.parts:   # file-log row only after the part is durable in the destination
-                    store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes, part.content_hash,
-                                   tr.index, exp.format, exp.compression)
-                if tr.index is not None and exp.chunk_checkpoint:
-                    store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
+                with store.batch():   # one state transaction per finished task
+                    for part in tr.parts:   # file-log row only after the part is durable in the destination
+                        store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes,
+                                       part.content_hash, tr.index, exp.format, exp.compression)
+                    if tr.index is not None and exp.chunk_checkpoint:
+                        store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
                 result.rows += tr.rows
                 result.retries += tr.retries
                 if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
@@ -343,7 +344,7 @@ class Runner:
                 raise RivetError("RIVET_RUN_CANCELLED", "cancelled", "run again to resume", ExitClass.TRANSIENT)
             attempt = 1
             if chunked:
-                attempt = self.store.start_task(plan.run_id, task.index)
+                attempt = self.store.start_task(plan.run_id, task.index, max_attempts=(spent or 0) + limit)
             if task.index is not None:
                 self.emit(ev.ChunkStarted(exp.name, plan.run_id, task.index, task.lo, task.hi, attempt))
             try:
@@ -360,11 +361,10 @@ class Runner:
             return tr
 
         backoff = exp.tuning.retry_backoff_ms / 1000
-        attempts_left = limit
-        if chunked:  # attempts already spent by an earlier (crashed) run count too
+        spent = 0
+        if chunked:  # each `rivet run` gives a failed chunk a fresh budget of chunk_max_attempts tries
             spent = next((t["attempts"] for t in self.store.chunk_tasks(plan.run_id) if t["chunk_index"] == task.index), 0)
-            attempts_left = max(1, limit - (spent or 0))
-        retrying = Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(attempts_left),
+        retrying = Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(limit),
                             wait=wait_exponential(multiplier=backoff, min=backoff, max=60), before_sleep=before_sleep,
                             reraise=True)
         tr = retrying(once)
