@@ -22,8 +22,8 @@ def export(name="orders", table="orders", extra=""):
 name = "{name}"
 table = "{table}"
 mode = "full"
-{extra}
 destination = {{ type = "local", path = "out" }}
+{extra}
 """
 
 

@@ -24,8 +24,8 @@ def cfg_text(url, source_type="postgres", table="items", extra="", name="items",
         name = "{name}"
         table = "{table}"
         mode = "{mode}"
-        {extra}
         destination = {{ type = "local", path = "out" }}
+        {extra}
         """
 
 

@@ -19,8 +19,8 @@ def cfg_text(url, source_type="postgres", table="events", cursor="updated_at", e
         table = "{table}"
         mode = "incremental"
         cursor_column = "{cursor}"
-        {extra}
         destination = {{ type = "local", path = "out" }}
+        {extra}
         """
 
 

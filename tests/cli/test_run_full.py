@@ -34,8 +34,8 @@ def pg_config(tmp_path, pg, fmt="parquet", extra="", table="orders"):
         table = "{table}"
         mode = "full"
         format = "{fmt}"
-        {extra}
         destination = {{ type = "local", path = "out/orders" }}
+        {extra}
         """)
 
 
