@@ -1,11 +1,44 @@
-"""Source type → Arrow type + fidelity (exact / text / refused). One decision, used by `check` and by every read."""
+"""Source type → Arrow type + fidelity (exact / text / refused). One decision, used by `check` and by every read.
+
+exact   the Arrow type round-trips every value the column can hold (select_expr may still be a value-preserving
+        server-side expression, e.g. a guard that fails the read on a value Arrow cannot hold).
+text    the value is delivered as its text form, computed on the server, exact in value (unbounded numeric, intervals,
+        arrays, DECIMAL(>38), MySQL TIME, ...).
+refused no faithful representation is known; the note names the `[exports.columns] <col> = "text"` override.
+
+Traps of DuckDB's scanners that the mappings below avoid (measured, notes/environment.md §1.5):
+- PostgreSQL numeric without typmod or with precision > 38 becomes DOUBLE and NaN becomes 0 → text (`::text`).
+- PostgreSQL numeric(p,s) NaN is read as 0 as well: the select_expr guards it — a NaN makes the server fail the read
+  with a message naming the column (RIVET_SOURCE_UNREPRESENTABLE), never a silent 0.
+- PostgreSQL interval: ISO 8601 text computed on the server ('P1Y2M3DT4H5M6.5S', 'P-1Y-2M3DT-4H', 'PT0S'), the same
+  form as IntervalStyle = iso_8601 but independent of any session setting. Months, days and time stay separate,
+  as PostgreSQL keeps them (no 30-day months, no justification).
+- PostgreSQL arrays: text in PostgreSQL's array literal form ('{1,NULL,3}'). A list column is not chosen because CSV
+  cannot carry lists and DuckDB fails on multi-dimensional arrays; the literal is exact for every array.
+- PostgreSQL timestamptz → timestamp[us, tz=UTC] (same instant, the offset is not data). `±infinity` dates and
+  timestamps have no Arrow value: the reader refuses them (RIVET_SOURCE_UNREPRESENTABLE) rather than write sentinels.
+- MySQL TINYINT(1) → int8 (the reader turns off DuckDB's mysql_tinyint1_as_boolean, which makes 2 and -1 `true`).
+- MySQL zero dates ('0000-00-00'), which DuckDB silently reads as NULL: datetime/date/timestamp columns stay on the
+  fast native path, and the reader adds one server-side check column per read (a bit per temporal column, computed
+  by the server while it sends the rows) that fails the read naming the column; `= "text"` then exports the exact
+  text ('0000-00-00 00:00:00'). Dates with a zero month or day make DuckDB fail loudly on its own.
+- MySQL TIMESTAMP → timestamp[us, tz=UTC]: every connection rivet opens uses time_zone '+00:00'.
+"""
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from engine.errors import RivetError
+from engine.sources.base import SourceColumn
+
 NATIVE_TYPE_KEY = b"rivet.native_type"
+OVERRIDES = ("text", "skip")
+# prefix of the message a guard expression makes the server raise; the readers turn it into a RivetError
+GUARD_MARKER = "rivet-unrepresentable: "
 
 
 @dataclass(frozen=True)
@@ -24,3 +57,205 @@ class ColumnMapping:
 
 def output_schema(mappings: list[ColumnMapping]) -> pa.Schema:
     return pa.schema([m.field for m in mappings if m.fidelity != "refused"])
+
+
+def override_hint(name: str) -> str:
+    return f'set [exports.columns] {name} = "text" to export its text form (or "skip")'
+
+
+def map_columns(engine: str, columns: list[SourceColumn], overrides: dict[str, str], dialect) -> list[ColumnMapping]:
+    """One mapping per column, in order; columns overridden with "skip" are left out."""
+    overrides = dict(overrides or {})
+    names = [c.name for c in columns]
+    for col, how in overrides.items():
+        if how not in OVERRIDES:
+            raise RivetError("RIVET_CONFIG_BAD_OVERRIDE", f"[exports.columns] {col} = {how!r} is not one of "
+                             f"{', '.join(OVERRIDES)}", f'write {col} = "text" or {col} = "skip"')
+        if col not in names:
+            close = difflib.get_close_matches(col, names, n=1)
+            raise RivetError("RIVET_CONFIG_UNKNOWN_COLUMN", f"[exports.columns] names {col!r}, which is not a column "
+                             "of the relation", f"did you mean {close[0]!r}?" if close else "columns: " + ", ".join(names))
+    decide = {"postgres": _postgres, "mysql": _mysql}.get(engine)
+    if decide is None:
+        raise ValueError(f"no type mapping for engine {engine!r}")
+    out = []
+    for c in columns:
+        how = overrides.get(c.name)
+        if how == "skip":
+            continue
+        if how == "text":
+            out.append(_text_override(engine, c, dialect))
+            continue
+        out.append(decide(c, dialect))
+    return out
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
+
+def _base(native: str) -> tuple[str, list[int]]:
+    """'numeric(12,2)' → ('numeric', [12, 2]); 'timestamp(3) with time zone' → ('timestamp with time zone', [3])."""
+    t = " ".join(native.strip().lower().split())
+    args: list[int] = []
+    m = re.search(r"\(([^()]*)\)", t)
+    if m and re.fullmatch(r"\s*-?\d+\s*(,\s*-?\d+\s*)?", m.group(1)):
+        args = [int(x) for x in m.group(1).split(",")]
+        t = (t[:m.start()] + t[m.end():]).strip()
+        t = " ".join(t.split())
+    return t, args
+
+
+def _exact(c: SourceColumn, arrow: pa.DataType, expr: str, note: str = "") -> ColumnMapping:
+    return ColumnMapping(c.name, c.native_type, arrow, "exact", expr, note)
+
+
+def _as(dialect, expr: str, name: str) -> str:
+    return f"{expr} AS {dialect.quote_ident(name)}"
+
+
+def _text(c: SourceColumn, dialect, why: str, expr: str | None = None) -> ColumnMapping:
+    q = dialect.quote_ident(c.name)
+    return ColumnMapping(c.name, c.native_type, pa.string(), "text", _as(dialect, expr or dialect.cast_text(q), c.name),
+                         f"{why}; delivered as text")
+
+
+def _refused(c: SourceColumn, why: str) -> ColumnMapping:
+    return ColumnMapping(c.name, c.native_type, pa.null(), "refused", "",
+                         f"column {c.name}: {why}; {override_hint(c.name)}")
+
+
+def _text_override(engine: str, c: SourceColumn, dialect) -> ColumnMapping:
+    q = dialect.quote_ident(c.name)
+    base, _ = _base(c.native_type)
+    if engine == "mysql" and re.search(r"(blob|binary|geometry|point|linestring|polygon)", base):
+        expr, why = f"HEX({q})", "text by [exports.columns] override (hex digits)"
+    else:
+        expr, why = dialect.cast_text(q), "text by [exports.columns] override"
+    return ColumnMapping(c.name, c.native_type, pa.string(), "text", _as(dialect, expr, c.name), why)
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------------------------------
+
+_PG_SIMPLE = {
+    "smallint": pa.int16(), "int2": pa.int16(),
+    "integer": pa.int32(), "int": pa.int32(), "int4": pa.int32(),
+    "bigint": pa.int64(), "int8": pa.int64(),
+    "real": pa.float32(), "float4": pa.float32(),
+    "double precision": pa.float64(), "float8": pa.float64(),
+    "boolean": pa.bool_(), "bool": pa.bool_(),
+    "text": pa.string(), "character varying": pa.string(), "varchar": pa.string(),
+    "character": pa.string(), "char": pa.string(), "bpchar": pa.string(), "name": pa.string(),
+    "json": pa.string(), "jsonb": pa.string(), "uuid": pa.string(),
+    "bytea": pa.binary(),
+    "date": pa.date32(),
+    "time without time zone": pa.time64("us"), "time": pa.time64("us"),
+    "timestamp without time zone": pa.timestamp("us"), "timestamp": pa.timestamp("us"),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"), "timestamptz": pa.timestamp("us", tz="UTC"),
+    "oid": pa.uint32(),
+}
+_PG_TEXT_WHY = {
+    "interval": "interval (months, days and time kept apart) has no exact Arrow type; ISO 8601 text",
+    "time with time zone": "time with time zone would lose its offset", "timetz": "timetz would lose its offset",
+    "money": "money is locale-formatted by the server",
+}
+
+
+def pg_interval_iso(expr: str) -> str:
+    """ISO 8601 text of a PostgreSQL interval, the same as IntervalStyle iso_8601, built without session settings."""
+    def part(field: str) -> str:
+        return f"EXTRACT({field} FROM {expr})"
+
+    def unit(field: str, letter: str) -> str:
+        return f"CASE WHEN {part(field)} <> 0 THEN {part(field)}::bigint::text || '{letter}' ELSE '' END"
+
+    secs = f"CASE WHEN {part('second')} <> 0 THEN trim_scale({part('second')}::numeric)::text || 'S' ELSE '' END"
+    time = (f"CASE WHEN {part('hour')} <> 0 OR {part('minute')} <> 0 OR {part('second')} <> 0 "
+            f"THEN 'T' || {unit('hour', 'H')} || {unit('minute', 'M')} || {secs} ELSE '' END")
+    body = f"'P' || {unit('year', 'Y')} || {unit('month', 'M')} || {unit('day', 'D')} || {time}"
+    return f"CASE WHEN {expr} IS NULL THEN NULL ELSE COALESCE(NULLIF({body}, 'P'), 'PT0S') END"
+
+
+def _postgres(c: SourceColumn, d) -> ColumnMapping:
+    q = d.quote_ident(c.name)
+    native = c.native_type.strip()
+    if native.endswith("[]"):
+        return _text(c, d, "array in PostgreSQL's array literal form (lists do not survive CSV)")
+    base, args = _base(native)
+    if base in ("numeric", "decimal"):
+        if not args:
+            return _text(c, d, "numeric without precision may hold more than 38 digits or NaN")
+        p, s = args[0], (args[1] if len(args) > 1 else 0)
+        if p > 38 or s < 0 or s > p:
+            return _text(c, d, f"numeric({p},{s}) does not fit decimal128")
+        # NaN fits no decimal and DuckDB would read it as 0: make the server refuse it, naming the column. The
+        # failing cast references the column so it is evaluated per row, not folded at plan time.
+        msg = d.literal(f"{GUARD_MARKER}column {c.name} holds NaN; {override_hint(c.name)}")
+        guard = (f"CASE WHEN {q} = 'NaN' THEN ({msg} || left({q}::text, 0))::numeric({p},{s}) ELSE {q} END")
+        return _exact(c, pa.decimal128(p, s), _as(d, guard, c.name), "a NaN value fails the read")
+    if base in _PG_SIMPLE:
+        return _exact(c, _PG_SIMPLE[base], q)
+    if base in ("interval",) or base.startswith("interval "):
+        return _text(c, d, _PG_TEXT_WHY["interval"], pg_interval_iso(q))
+    if base in _PG_TEXT_WHY:
+        return _text(c, d, _PG_TEXT_WHY[base])
+    # enums, domains, ranges, inet, xml, bit, geometric and extension types: PostgreSQL's text output is canonical
+    # (it is what the type's input function reads back), so text is exact in value.
+    return _text(c, d, f"{native} has no Arrow equivalent; PostgreSQL's text form")
+
+
+# ---- MySQL / MariaDB ----------------------------------------------------------------------------------------------
+
+_MY_INT = {"tinyint": (pa.int8(), pa.uint8()), "smallint": (pa.int16(), pa.uint16()),
+           "mediumint": (pa.int32(), pa.uint32()), "int": (pa.int32(), pa.uint32()),
+           "integer": (pa.int32(), pa.uint32()), "bigint": (pa.int64(), pa.uint64())}
+_MY_STRING = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "json", "enum", "set",
+              "uuid", "inet4", "inet6")
+_MY_BINARY = ("binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob")
+MYSQL_TEMPORAL = ("date", "datetime", "timestamp")
+
+
+def _mysql(c: SourceColumn, d) -> ColumnMapping:
+    q = d.quote_ident(c.name)
+    native = c.native_type.strip().lower()
+    # enum('a','b') / set(...) carry quoted lists that _base must not parse
+    head = re.match(r"[a-z0-9_ ]+", native)
+    head_word = head.group(0).split()[0] if head else native
+    if head_word in ("enum", "set"):
+        return _exact(c, pa.string(), q)
+    base, args = _base(native)
+    words = base.split()
+    kind = words[0] if words else ""
+    unsigned = "unsigned" in words
+    if kind in _MY_INT:
+        # tinyint(1) is an integer here: the reader keeps DuckDB from turning it into a boolean
+        return _exact(c, _MY_INT[kind][1 if unsigned else 0], q)
+    if kind in ("decimal", "numeric", "dec", "fixed"):
+        p, s = (args + [10, 0])[:2] if args else (10, 0)
+        if len(args) == 1:
+            s = 0
+        if p > 38:
+            return _text(c, d, f"decimal({p},{s}) does not fit decimal128")
+        return _exact(c, pa.decimal128(p, s), q)
+    if kind == "float":
+        return _exact(c, pa.float32(), q)
+    if kind in ("double", "real"):   # REAL is DOUBLE unless sql_mode REAL_AS_FLOAT, and then it reads as "float"
+        return _exact(c, pa.float64(), q)
+    if kind == "bit":
+        n = args[0] if args else 1
+        if n == 1:
+            return _exact(c, pa.bool_(), q)
+        return _exact(c, pa.uint64(), _as(d, f"CAST({q} AS UNSIGNED)", c.name))
+    if kind == "year":
+        return _exact(c, pa.int16(), q)
+    if kind == "date":
+        return _exact(c, pa.date32(), q, "a zero date fails the read")
+    if kind == "datetime":
+        return _exact(c, pa.timestamp("us"), q, "a zero date fails the read")
+    if kind == "timestamp":
+        return _exact(c, pa.timestamp("us", tz="UTC"), q, "a zero date fails the read")
+    if kind == "time":
+        return _text(c, d, "TIME is a signed duration up to 838:59:59; MySQL's text form")
+    if kind in _MY_STRING:
+        return _exact(c, pa.string(), q)
+    if kind in _MY_BINARY:
+        return _exact(c, pa.binary(), q)
+    return _refused(c, f"type {c.native_type} has no known exact representation")

@@ -1,0 +1,121 @@
+"""In-memory DuckDB instances with the postgres and mysql scanners, loaded offline.
+
+The scanner extensions come from the pinned pip wheels (duckdb-extension-postgres / -mysql, same version as duckdb).
+Their files are not an extension_directory layout, so we `INSTALL '<file>'` them once per process into a private
+directory (~/.cache/rivet/duckdb_extensions, or a temp dir when HOME is unusable); after that, `ATTACH ... (TYPE
+postgres|mysql)` autoloads them. `autoinstall_known_extensions` is always off: DuckDB would otherwise try the network.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from engine.errors import ExitClass, RivetError
+
+# internal extension name → (pip package, file stem inside the package)
+_EXTENSIONS = {"postgres_scanner": ("duckdb_extension_postgres", "postgres"),
+               "mysql_scanner": ("duckdb_extension_mysql", "mysql")}
+_PLATFORM_SUBDIR_GLOB = f"v{duckdb.__version__}/*/"
+
+_lock = threading.Lock()
+_ext_dir: str | None = None
+
+
+def _wheel_file(pkg: str, stem: str) -> Path:
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or spec.origin is None:
+        raise RivetError("RIVET_INTERNAL_DUCKDB_EXTENSION", f"python package {pkg} is not installed",
+                         f"install {pkg.replace('_', '-')}=={duckdb.__version__}", ExitClass.INTERNAL)
+    f = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / f"{stem}.duckdb_extension"
+    if not f.is_file():
+        raise RivetError("RIVET_INTERNAL_DUCKDB_EXTENSION", f"{f} is missing (duckdb {duckdb.__version__})",
+                         f"install {pkg.replace('_', '-')}=={duckdb.__version__}, the same version as duckdb",
+                         ExitClass.INTERNAL)
+    return f
+
+
+def _candidate_dirs() -> list[Path]:
+    dirs = []
+    try:
+        home = Path.home()
+        if home.is_dir():
+            dirs.append(home / ".cache" / "rivet" / "duckdb_extensions")
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        pass
+    dirs.append(Path(tempfile.gettempdir()) / f"rivet-duckdb-extensions-{os.getuid()}")
+    return dirs
+
+
+def _installed(ext_dir: Path) -> bool:
+    return all(any(ext_dir.glob(f"{_PLATFORM_SUBDIR_GLOB}{name}.duckdb_extension")) for name in _EXTENSIONS)
+
+
+def _prepare_extension_dir() -> str:
+    """Install the scanners into a private extension directory once per process; return that directory."""
+    global _ext_dir
+    with _lock:
+        if _ext_dir is not None:
+            return _ext_dir
+        last: Exception | None = None
+        for d in _candidate_dirs():
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                if not _installed(d):
+                    con = duckdb.connect(config={"extension_directory": str(d), "autoinstall_known_extensions": False})
+                    try:
+                        for pkg, stem in _EXTENSIONS.values():
+                            con.execute(f"INSTALL '{_wheel_file(pkg, stem)}'")
+                    finally:
+                        con.close()
+                _ext_dir = str(d)
+                return _ext_dir
+            except (OSError, duckdb.Error) as e:  # unwritable HOME: try the next candidate
+                last = e
+        raise RivetError("RIVET_INTERNAL_DUCKDB_EXTENSION", f"cannot install the DuckDB scanner extensions: {last}",
+                         "make ~/.cache or the temp directory writable", ExitClass.INTERNAL)
+
+
+def connect(threads: int | None = None, preserve_insertion_order: bool = False) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB with the postgres and mysql scanners available (offline)."""
+    config = {
+        "extension_directory": _prepare_extension_dir(),
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": True,
+        # order is only kept when asked: keeping it costs memory on parallel scans (3x RSS measured at 20 M rows)
+        "preserve_insertion_order": preserve_insertion_order,
+        "threads": threads or os.cpu_count() or 1,
+    }
+    return duckdb.connect(":memory:", config=config)
+
+
+def sql_string(text: str) -> str:
+    """A DuckDB string literal (DuckDB strings know no backslash escapes: only the quote is doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Give a batch exactly `schema` (names, types, field metadata). Columns match by position: the read SQL
+    selects them in schema order, and the server's own column names may differ (casts, case folding)."""
+    if batch.num_columns != len(schema):
+        raise RivetError("RIVET_SOURCE_SCHEMA_CHANGED",
+                         f"the source returned {batch.num_columns} columns where the plan expects {len(schema)}",
+                         "the relation changed since planning: run `rivet plan` / `rivet check` again",
+                         ExitClass.DRIFT)
+    arrays = []
+    for arr, field in zip(batch.columns, schema):
+        if arr.type != field.type:
+            try:
+                arr = arr.cast(field.type)   # safe cast: overflow or truncation raises
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise RivetError("RIVET_SOURCE_SCHEMA_CHANGED",
+                                 f"column {field.name}: the source sent {arr.type}, the plan expects {field.type} ({e})",
+                                 "the column's type changed since planning: run `rivet check` again",
+                                 ExitClass.DRIFT) from None
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
