@@ -172,7 +172,7 @@ def _plan_hash(exp: ExportConfig, read_schema: pa.Schema, base_sql: str) -> str:
 
 
 def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, resume: bool = False,
-                run_id: str | None = None) -> ExportPlan:
+                force: bool = False, run_id: str | None = None) -> ExportPlan:
     d = src.dialect
     rel = relation_of(exp)
     columns = src.describe(rel)
@@ -224,6 +224,9 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
     base_sql = d.select(rel, select_exprs, where, order_by)
 
     if exp.mode != "chunked":
+        if resume and not force:
+            raise RivetError("RIVET_RUN_NOTHING_TO_RESUME", f"export {exp.name!r} is {exp.mode}: only chunked runs "
+                             "with chunk_checkpoint can be resumed", "run without --resume")
         plain_scan = (rel.table and not where and not order_by
                       and all(m.select_expr == d.quote_ident(m.name) for m in mappings)
                       and len(mappings) == len(columns))
@@ -231,7 +234,7 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
         plan.plan_hash = _plan_hash(exp, plan.read_schema, base_sql)
         return plan
 
-    _plan_chunks(plan, src, store, select_exprs, resume)
+    _plan_chunks(plan, src, store, select_exprs, resume, force)
     return plan
 
 
@@ -260,7 +263,7 @@ def _chunk_column(exp: ExportConfig, src: Source, mappings: list[ColumnMapping])
     return col
 
 
-def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], resume: bool) -> None:
+def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], resume: bool, force: bool) -> None:
     exp, d, rel = plan.export, src.dialect, plan.relation
     col = _chunk_column(exp, src, plan.mappings)
     plan.chunk_column = col.name
@@ -282,7 +285,11 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
             plan.tasks = [TaskSpec(t["chunk_index"], task_sql(parse(t["lo"]), parse(t["hi"])), t["lo"], t["hi"])
                           for t in todo]
             return
-        if resume:
+        if resume and run and run["status"] == "completed" and not force:
+            raise RivetError("RIVET_RUN_PREFIX_COMPLETE", f"export {exp.name!r}: the last chunk run {run['run_id']} "
+                             "completed (its _SUCCESS is written); there is nothing to resume",
+                             "run without --resume for a new run, or add --force", ExitClass.REFUSED)
+        if resume and not force:
             raise RivetError("RIVET_RUN_NOTHING_TO_RESUME", f"export {exp.name!r}: there is no interrupted chunk run "
                              "to resume", "run without --resume to start a new run")
 

@@ -176,7 +176,8 @@ class Runner:
         try:
             if plan is None:
                 with open_source(self.config.source, exp.tuning) as src:
-                    plan = plan_export(exp, src, self.store, strict=self.options.strict, resume=self.options.resume)
+                    plan = plan_export(exp, src, self.store, strict=self.options.strict, resume=self.options.resume,
+                                       force=self.options.force)
             run_id = result.run_id = plan.run_id
             self._commit_run(plan, started, result)
         except RivetError as e:
@@ -219,7 +220,6 @@ class Runner:
                 self.emit(ev.Warned(exp.name, plan.run_id, msg))
 
         dest = open_destination(exp.destination, exp.name, plan.run_id, run_started_at(plan.run_id))
-        self._check_prefix(plan, dest)
         if exp.mode == "chunked" and exp.chunk_checkpoint:
             existing = store.latest_chunk_run(exp.name)
             if plan.resumed or (existing and existing["run_id"] == plan.run_id):
@@ -317,12 +317,6 @@ class Runner:
             msg = f"could not record the committed boundary: {redact(str(e))}"
             result.warnings.append(msg)
             self.emit(ev.Warned(exp.name, plan.run_id, msg))
-
-    def _check_prefix(self, plan: ExportPlan, dest) -> None:
-        if self.options.resume and not plan.resumed and not self.options.force and dest.head(SUCCESS) is not None:
-            raise RivetError("RIVET_RUN_PREFIX_COMPLETE", f"export {plan.export.name!r}: the destination's last run "
-                             "completed (_SUCCESS present); there is nothing to resume",
-                             "run without --resume for a new run, or add --force", ExitClass.REFUSED)
 
     def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest, threads: int) -> TaskResult:
         """Retry transient failures with exponential backoff. Chunk tries are recorded in state and capped by

@@ -17,6 +17,7 @@ Traps of DuckDB's scanners that the mappings below avoid (measured, notes/enviro
   cannot carry lists and DuckDB fails on multi-dimensional arrays; the literal is exact for every array.
 - PostgreSQL timestamptz → timestamp[us, tz=UTC] (same instant, the offset is not data). `±infinity` dates and
   timestamps have no Arrow value: the reader refuses them (RIVET_SOURCE_UNREPRESENTABLE) rather than write sentinels.
+- PostgreSQL char(n) comes without its pad blanks, as `char::text` gives it (PostgreSQL ignores them everywhere).
 - MySQL TINYINT(1) → int8 (the reader turns off DuckDB's mysql_tinyint1_as_boolean, which makes 2 and -1 `true`).
 - MySQL zero dates ('0000-00-00'), which DuckDB silently reads as NULL: datetime/date/timestamp columns stay on the
   fast native path, and the reader adds one server-side check column per read (a bit per temporal column, computed

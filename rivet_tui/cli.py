@@ -142,7 +142,7 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
     t0 = time.monotonic()
     with HeadlessProgress(err_console) as progress:
         results = Runner(config, store, progress, options).run()
-    print_summary(err_console, results, time.monotonic() - t0)
+    print_summary(err_console, results, time.monotonic() - t0, json_errors=bool(opts(ctx).get("json_errors")))
     code = worst_exit(results)
     extra = {}
     if (do_validate or do_reconcile) and code == ExitClass.OK:
@@ -397,8 +397,8 @@ def state_show(ctx, name, as_json):
     if name:
         config.export(name)
     rows = open_store(ctx, config).summary(name)
-    _emit(rows, ["export_name", "cursor_column", "last_cursor_value", "last_run_id", "last_status", "last_run_at",
-                 "files", "rows"], as_json, "No state recorded yet.", "exports")
+    _emit(rows, ["export_name", "cursor_column", "cursor", "last_run_id", "last_status", "last_run_at", "files",
+                 "rows"], as_json, "No state recorded yet.", "exports")
 
 
 @command(state_group, "chunks")

@@ -90,7 +90,7 @@ class HeadlessProgress:
                 self._refresh(name, status=f"[{colour}]{event.status}[/]")
 
 
-def print_summary(console: Console, results: list[ExportResult], elapsed_s: float) -> None:
+def print_summary(console: Console, results: list[ExportResult], elapsed_s: float, json_errors: bool = False) -> None:
     table = Table(title=f"rivet run — {len(results)} export(s) in {elapsed_s:.1f}s", title_justify="left",
                   show_edge=False)
     for col in ("export", "status", "rows", "files", "bytes", "time", "run id"):
@@ -103,7 +103,9 @@ def print_summary(console: Console, results: list[ExportResult], elapsed_s: floa
     for r in results:
         for w in r.warnings:
             console.print(f"[yellow]warning[/] {r.name}: {w}")
-        if r.error:
+        if r.error and json_errors:
+            sys.stderr.write(r.error.to_json() + "\n")
+        elif r.error:
             console.print(f"[red]error[{r.error.code}][/]: {r.name}: {r.error.message}", markup=True, highlight=False)
             if r.error.hint:
                 console.print(f"  hint: {r.error.hint}", highlight=False)

@@ -65,9 +65,11 @@ def render_diff(d: dict) -> Text:
 class PlanScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], prepared: tuple[dict, list] | None = None) -> None:
+        """`prepared` = (artifact, diffs) already built (screenshots use fixed ones); else the engine plans."""
         super().__init__()
         self.names = names
+        self.prepared = prepared
         self.diffs: list[dict] | None = None
         self.artifact: dict | None = None
         self.unavailable = False
@@ -91,6 +93,9 @@ class PlanScreen(Screen):
                 f"{PLAN.unavailable}.\n\nThe plan diff (cursor from → to, chunk ranges new / done / to redo, schema "
                 "changes, warnings) appears here once the engine provides it. Nothing was planned; `a` (apply) is "
                 "disabled.\n\nPress escape to go back.", style="yellow"))
+            return
+        if self.prepared is not None:
+            self._planned(self.prepared)
             return
         head.update(Text(f"Planning {what}… (no data is read)", style="bold"))
         self.app.background(self._plan, fn, name=f"plan {what}", done=self._planned)

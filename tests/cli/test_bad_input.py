@@ -61,7 +61,7 @@ def test_malformed_toml(tmp_path, small):
 def test_unknown_key_with_position_and_did_you_mean(tmp_path, small):
     text = SOURCE.format(url=small.url) + export(extra='cursor_colum = "id"')
     err = assert_refused(tmp_path, text, "RIVET_CONFIG_UNKNOWN_KEY")
-    assert "cursor_colum" in err["error"] and "line 11" in err["error"]
+    assert "cursor_colum" in err["error"] and "line 10" in err["error"]
     assert "cursor_column" in err["hint"] or "cursor_column" in err["error"]
 
 

@@ -83,19 +83,21 @@ def test_sparse_keys_plan_only_occupied_windows(tmp_path, pg):
     cfg = write_config(tmp_path / "rivet.toml", cfg_text(pg.url, table="sparse", name="sparse", extra="chunk_size = 1000"))
     t0 = time.monotonic()
     [exp] = run_json(cfg)["exports"]
-    assert exp["rows"] == 21 and exp["files"] == 2
+    # windows are aligned at MIN(id) = 1: [1..1000], [999999001..1000000000], [1000000001..1000001000]
+    assert exp["rows"] == 21 and exp["files"] == 3
     assert any("sparse" in w for w in exp["warnings"])
     chunks = json.loads(rivet("state", "chunks", "-c", cfg, "-e", "sparse", "--json", check=0).stdout)["tasks"]
-    assert len(chunks) == 2
+    assert [(c["lo"], c["hi"]) for c in chunks] == [("1", "1000"), ("999999001", "1000000000"),
+                                                    ("1000000001", "1000001000")]
     assert time.monotonic() - t0 < 60
 
 
 @pytest.mark.parametrize("bad,code", [
     ('chunk_column = "v"\n        chunk_size = 10', "RIVET_CONFIG_CHUNK_COLUMN_TYPE"),
-    ("chunk_size = 0", "RIVET_CONFIG_INVALID"),
-    ("chunk_size = -5", "RIVET_CONFIG_INVALID"),
-    ("chunk_size = 10\n        chunk_count = 3", "RIVET_CONFIG_INVALID"),
-    ("chunk_size = 10\n        parallel = 0", "RIVET_CONFIG_INVALID"),
+    ("chunk_size = 0", "RIVET_CONFIG_OUT_OF_RANGE"),
+    ("chunk_size = -5", "RIVET_CONFIG_OUT_OF_RANGE"),
+    ("chunk_size = 10\n        chunk_count = 3", "RIVET_CONFIG_CHUNK_CONFLICT"),
+    ("chunk_size = 10\n        parallel = 0", "RIVET_CONFIG_OUT_OF_RANGE"),
 ])
 def test_chunk_bad_input(tmp_path, items, bad, code):
     cfg = write_config(tmp_path / "rivet.toml", cfg_text(items.url, extra=bad))

@@ -52,7 +52,7 @@ def test_incremental_pg_exports_only_new_rows(tmp_path, events_pg):
     table = read_table(tmp_path / "out")
     assert sorted(table.column("id").to_pylist()) == list(range(1, 101)) + [102]
     state = json.loads(rivet("state", "show", "-c", cfg, "--json", check=0).stdout)["exports"][0]
-    assert state["last_cursor_value"] == "2024-05-01T09:40:00.000002+00:00"
+    assert state["cursor"] == "2024-05-01T09:40:00.000002+00:00"
 
 
 def test_skip_empty_records_skipped(tmp_path, events_pg):
@@ -100,7 +100,7 @@ def test_cursor_types_round_trip_through_state(tmp_path, pg, coltype, values, ex
     cfg = write_config(tmp_path / "rivet.toml", cfg_text(pg.url, table="cur", cursor="c", name="cur"))
     assert run_json(cfg)["exports"][0]["rows"] == 3
     state = json.loads(rivet("state", "show", "-c", cfg, "-e", "cur", "--json", check=0).stdout)["exports"][0]
-    assert state["last_cursor_value"] == expected_cursor
+    assert state["cursor"] == expected_cursor
     assert run_json(cfg)["exports"][0]["rows"] == 0   # the stored text compares equal to the max: nothing re-read
 
 

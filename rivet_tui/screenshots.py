@@ -1,0 +1,247 @@
+"""`make screenshots`: render each screen with fixed data, a fixed clock and a fixed size to screenshots/*.svg (+ .png).
+
+The same scenes feed the SVG snapshot tests (tests/tui/test_snapshots.py), so the README pictures are what the
+tests check. Data is real where it can be without a database: a real config file, a real state file (timestamps
+pinned), and engine events pushed through the same bridge the runner uses, with the app's clock under our control.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from engine import events as ev
+from engine.config import load_config
+from engine.plans import ExportDiff
+from engine.state.store import StateStore
+
+SIZE = (160, 48)
+T0 = datetime(2026, 4, 18, 12, 20, 0, tzinfo=UTC).timestamp()
+OUT = Path(__file__).resolve().parent.parent / "screenshots"
+
+EXPORTS = [  # name, mode, extra config
+    ("orders", "chunked", 'chunk_column = "id"\nchunk_size = 250000\nparallel = 4'),
+    ("customers", "full", ""),
+    ("events", "incremental", 'cursor_column = "updated_at"'),
+    ("line_items", "chunked", 'chunk_column = "id"\nchunk_size = 500000\nparallel = 2'),
+    ("payments", "full", ""),
+    ("refunds", "incremental", 'cursor_column = "id"'),
+    ("sessions", "time_window", 'time_column = "started_at"\ndays_window = 7'),
+    ("invoices", "chunked", 'chunk_column = "id"\nchunk_size = 100000'),
+    ("audit_log", "incremental", 'cursor_column = "at"'),
+    ("products", "full", ""),
+    ("inventory", "chunked", 'chunk_column = "sku_id"\nchunk_size = 50000'),
+    ("shipments", "incremental", 'cursor_column = "updated_at"'),
+]
+
+
+class FakeClock:
+    def __init__(self, t: float = T0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def write_demo_config(directory: Path) -> Path:
+    """A real rivet.toml (the source is never contacted: no scene starts a run)."""
+    blocks = ['[source]\ntype = "postgres"\nurl = "postgresql://rivet@db.internal:5432/shop"\n']
+    for name, mode, extra in EXPORTS:
+        blocks.append(f'[[exports]]\nname = "{name}"\ntable = "public.{name}"\nmode = "{mode}"\n{extra}\n'
+                      f'destination = {{ type = "local", path = "out/{name}" }}\n')
+    path = directory / "rivet.toml"
+    path.write_text("\n".join(blocks))
+    return path
+
+
+def _iso(seconds_before_t0: float) -> str:
+    return datetime.fromtimestamp(T0 - seconds_before_t0, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def seed_state(store: StateStore) -> None:
+    """Last runs and progression boundaries, then pin every timestamp so the pictures never change."""
+    for name, status in (("payments", "succeeded"), ("refunds", "succeeded"), ("inventory", "succeeded"),
+                         ("invoices", "failed"), ("audit_log", "refused"), ("products", "succeeded")):
+        store.set_last_run(name, f"20260418T0{len(name) % 10}0000Z-seed", status)
+    store.record_committed_chunked("orders", 15, "20260418T113000Z-a1b2c3")
+    store.record_verified_chunked("orders", 12, "20260418T113000Z-a1b2c3")
+    store.record_committed_incremental("events", "2026-04-18T11:59:58.120000Z", "20260418T120000Z-d4e5f6")
+    store.record_committed_incremental("refunds", "48211", "20260418T060000Z-0a0b0c")
+    store.record_committed_chunked("inventory", 39, "20260418T050000Z-111111")
+    store.record_verified_chunked("inventory", 39, "20260418T050000Z-111111")
+    store.record_committed_chunked("line_items", 40, "20260417T230000Z-222222")
+    store.record_verified_chunked("line_items", 40, "20260417T230000Z-222222")
+    store.record_committed_chunked("invoices", 7, "20260418T010000Z-333333")
+    store.record_committed_incremental("shipments", "2026-04-17T23:59:59Z", "20260418T000500Z-444444")
+    con = duckdb.connect(str(store.path))
+    try:
+        for i, (name,) in enumerate(con.execute("SELECT export_name FROM export_progression ORDER BY 1").fetchall()):
+            con.execute("UPDATE export_progression SET last_committed_at = ?, last_verified_at ="
+                        " CASE WHEN last_verified_strategy IS NULL THEN NULL ELSE ? END WHERE export_name = ?",
+                        [_iso(600 + 3600 * i), _iso(300 + 3600 * i + 1800), name])
+        con.execute("UPDATE export_state SET last_run_at = ?", [_iso(900)])
+    finally:
+        con.close()
+
+
+async def settle(pilot, seconds: float = 0.4) -> None:
+    """Let messages, workers and the 4 Hz flush catch up (the fake clock does not move meanwhile)."""
+    await pilot.pause(seconds)
+
+
+async def wait_loaded(app, pilot) -> None:
+    for _ in range(100):
+        if app.loaded:
+            break
+        await pilot.pause(0.05)
+    await settle(pilot)
+
+
+async def feed_running(app, pilot, clock: FakeClock) -> None:
+    """Four exports mid-run, one chunk retried, one failure: real engine events through the runner's bridge."""
+    emit = app.bridge
+    runs = {"orders": ("20260418T121500Z-5f1c2a", 16, 4_000_000), "customers": ("20260418T121630Z-77ab01", None, 1_250_000),
+            "events": ("20260418T121800Z-0c9d3e", None, None), "line_items": ("20260418T121845Z-a9e4b7", 40, 19_800_000)}
+    starts = {"orders": 300, "customers": 210, "events": 120, "line_items": 75}
+    for name, (run_id, chunks, estimate) in runs.items():
+        emit(ev.ExportStarted(name, run_id, app.config.export(name).mode, chunks, 0, estimate, at=clock() - starts[name]))
+    await pilot.pause()
+    emit(ev.ExportStarted("invoices", "20260418T121000Z-e0f1a2", "chunked", 12, 0, 1_200_000, at=clock() - 500))
+    emit(ev.ChunkStarted("invoices", "20260418T121000Z-e0f1a2", 3, "300001", "400000", 1, "rivet-task_0",
+                         at=clock() - 420))
+    emit(ev.ExportFinished("invoices", "20260418T121000Z-e0f1a2", "failed", 300_000, 3, 41_200_000, 95_000, 2,
+                           {"code": "RIVET_SOURCE_QUERY_FAILED", "exit_class": 2,
+                            "error": "export 'invoices': 1 of 12 chunks failed; first: canceling statement due to "
+                                     "statement timeout", "hint": "raise statement_timeout_s in [exports.tuning], "
+                                                                  "or use smaller chunks"}, at=clock() - 405))
+    for step in range(24):
+        clock.advance(0.5)
+        for name, (run_id, chunks, _) in runs.items():
+            rows = {"orders": 41_000, "customers": 9_500, "events": 2_100, "line_items": 60_000}[name]
+            emit(ev.BatchWritten(name, run_id, rows + 97 * (step % 5), rows * 38, 1 if chunks else None))
+        if step == 3:
+            emit(ev.ChunkStarted("orders", runs["orders"][0], 6, "1500001", "1750000", 1, "rivet-task_2",
+                                 at=clock()))
+        if step == 9:
+            emit(ev.Retrying("orders", runs["orders"][0], 1, "server closed the connection unexpectedly", 2.0, 6,
+                             at=clock()))
+        if step == 14:
+            emit(ev.ChunkStarted("orders", runs["orders"][0], 6, "1500001", "1750000", 2, "rivet-task_2",
+                                 at=clock()))
+        await pilot.pause()
+    # chunk bookkeeping so the bars show progress
+    for name, done in (("orders", 6), ("line_items", 3)):
+        run_id = runs[name][0]
+        for i in range(done):
+            emit(ev.ChunkStarted(name, run_id, i, str(i * 250000 + 1), str((i + 1) * 250000), 1,
+                                 f"rivet-task_{i % 4}", at=clock() - 290 + i * 40))
+            emit(ev.PartCommitted(name, run_id, f"{name}_chunk{i}_20260418_1216{i:02d}_000_{i:06x}.parquet",
+                                  250_000, 9_400_000 + 1000 * i, i, at=clock() - 260 + i * 40))
+            emit(ev.ChunkFinished(name, run_id, i, 250_000, "completed", None, f"rivet-task_{i % 4}",
+                                  at=clock() - 258 + i * 40))
+    await pilot.pause()
+    app.model["orders"].last_reconcile = {"status": "mismatch", "at": T0 - 1510}
+    app.model["inventory"].last_reconcile = {"status": "match", "at": T0 - 5400}
+    app.model["line_items"].last_reconcile = {"status": "match", "at": T0 - 7300}
+    app.progression_version += 1
+
+
+async def scene_exports(app, pilot, clock) -> None:
+    await feed_running(app, pilot, clock)
+    await settle(pilot)
+
+
+async def scene_plan(app, pilot, clock) -> None:
+    from rivet_tui.screens.plan import PlanScreen
+    ranges = ([{"index": i, "lo": str(i * 250000 + 1), "hi": str((i + 1) * 250000), "state": "done"} for i in range(12)]
+              + [{"index": i, "lo": str(i * 250000 + 1), "hi": str((i + 1) * 250000), "state": "redo"}
+                 for i in (12, 13)]
+              + [{"index": i, "lo": str(i * 250000 + 1), "hi": str((i + 1) * 250000), "state": "new"}
+                 for i in range(14, 18)])
+    diffs = [
+        ExportDiff("orders", "chunked", False, rows_estimate=4_480_000, chunks_new=4, chunks_done=12, chunks_redo=2,
+                   chunk_ranges=ranges),
+        ExportDiff("events", "incremental", False, cursor_from="2026-04-18T11:59:58.120000Z",
+                   cursor_to="2026-04-18T12:19:41.904211Z", rows_estimate=38_400,
+                   schema_changes=["added column channel (text)", "amount: numeric(12,2) → numeric(14,2)"]),
+        ExportDiff("customers", "full", False, rows_estimate=1_250_000),
+        ExportDiff("sessions", "time_window", True, rows_estimate=880_000,
+                   warnings=["column user_agent (text) has no index; the window scan reads the whole table"]),
+    ]
+    artifact = {"plan_id": "plan-20260418T122000Z-9c1e7d", "exports": [{"name": d.export} for d in diffs]}
+    await app.push_screen(PlanScreen([d.export for d in diffs], prepared=(artifact, diffs)))
+    await settle(pilot)
+
+
+async def scene_board(app, pilot, clock) -> None:
+    await feed_running(app, pilot, clock)
+    await pilot.press("b")
+    await settle(pilot, 0.7)
+
+
+async def scene_detail(app, pilot, clock) -> None:
+    await feed_running(app, pilot, clock)
+    app.open_detail("orders")
+    await settle(pilot, 0.7)
+
+
+async def scene_help(app, pilot, clock) -> None:
+    await pilot.press("question_mark")
+    await settle(pilot)
+
+
+SCENES: dict[str, Callable[..., Awaitable[None]]] = {
+    "exports_running": scene_exports, "plan_diff": scene_plan, "progression_board": scene_board,
+    "run_detail": scene_detail, "help": scene_help,
+}
+
+
+async def render(scene: str, workdir: Path) -> str:
+    """The SVG of one scene, built in `workdir` (a fresh directory)."""
+    from rivet_tui.app import RivetApp
+    config = load_config(write_demo_config(workdir))
+    store = StateStore(config.state_path)
+    seed_state(store)
+    clock = FakeClock()
+    app = RivetApp(config, store, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(app, pilot)
+        await SCENES[scene](app, pilot, clock)
+        return app.export_screenshot()
+
+
+def render_sync(scene: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="rivet-shot-") as tmp:
+        return asyncio.run(render(scene, Path(tmp)))
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    rsvg = shutil.which("rsvg-convert")
+    for scene in SCENES:
+        svg_path = OUT / f"{scene}.svg"
+        svg_path.write_text(render_sync(scene))
+        line = f"{svg_path.relative_to(OUT.parent)}"
+        if rsvg:
+            png = svg_path.with_suffix(".png")
+            subprocess.run([rsvg, "-w", "1600", str(svg_path), "-o", str(png)], check=True)
+            line += f" + {png.name}"
+        print(line, file=sys.stderr)
+    if not rsvg:
+        print(textwrap.dedent("""\
+            PNG skipped: rsvg-convert not found (apt-get install -y librsvg2-bin)"""), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
