@@ -69,6 +69,9 @@ def classify(exc: BaseException, where: str, connecting: bool = False, elapsed: 
         return err("RIVET_SOURCE_AUTH", "check the user and password of the source URL")
     if errno == 1049 or "unknown database" in text:
         return err("RIVET_SOURCE_NO_SUCH_DATABASE", "check the database name in the source URL")
+    if connecting:   # before the errno checks: the pure-Python driver reports a connect timeout as 3024
+        return err("RIVET_SOURCE_UNREACHABLE", "check host and port, that the server runs and that the network lets "
+                   "you reach it", ExitClass.TRANSIENT, transient=True)
     if errno == 1146 or ("table" in text and "doesn't exist" in text):
         return err("RIVET_SOURCE_NO_SUCH_TABLE", "check the table name (database.table or table)")
     if errno in _TIMEOUT or "max_statement_time" in text or "execution time exceeded" in text \
@@ -80,7 +83,8 @@ def classify(exc: BaseException, where: str, connecting: bool = False, elapsed: 
         return err("RIVET_SOURCE_UNREACHABLE", "check host and port, that the server runs and that the network lets "
                    "you reach it", ExitClass.TRANSIENT, transient=True)
     if errno in _LOST or "lost connection" in text or "gone away" in text or "failed to fetch" in text \
-            or "connection was killed" in text or "server closed" in text:
+            or "connection was killed" in text or "server closed" in text or "connection not available" in text \
+            or isinstance(exc, mysql.connector.errors.InterfaceError):
         return err("RIVET_SOURCE_CONNECTION_LOST", "transient: rivet retries it; rerun if retries ran out",
                    ExitClass.TRANSIENT, transient=True)
     if errno in _BUSY or "deadlock" in text or "too many connections" in text or "lock wait timeout" in text:
@@ -91,9 +95,6 @@ def classify(exc: BaseException, where: str, connecting: bool = False, elapsed: 
                           f"month or day, which no Arrow date can hold ({raw})",
                           'set [exports.columns] <column> = "text" for the date columns to export their exact text',
                           ExitClass.REFUSED)
-    if connecting:
-        return err("RIVET_SOURCE_UNREACHABLE", "check host and port, that the server runs and that the network lets "
-                   "you reach it", ExitClass.TRANSIENT, transient=True)
     return err("RIVET_SOURCE_QUERY", "check the SQL of the export (query, columns, filters)")
 
 
