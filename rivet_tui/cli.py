@@ -161,6 +161,20 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
     return code
 
 
+@command(cli, "init")
+@click.option("--source", "url", required=True, metavar="URL", help="postgresql://, mysql:// or mssql:// URL")
+@click.option("--table", "tables", multiple=True, metavar="T", help="table to export (repeatable; default: all)")
+@click.option("-o", "--output", default="rivet.toml", show_default=True, metavar="FILE")
+def init_cmd(ctx, url, tables, output):
+    """Introspect the source and write a commented starter config (never overwrites)."""
+    from engine.init import init_config
+    from engine.secrets import register
+    from urllib.parse import urlsplit
+    register(urlsplit(url).password)
+    path = init_config(url, list(tables), output)
+    err_console.print(f"wrote {path}; next: `rivet doctor -c {path}` then `rivet run -c {path}`")
+
+
 @command(cli, "doctor")
 def doctor_cmd(ctx):
     """Check the config, the state file, the source connection and every destination."""

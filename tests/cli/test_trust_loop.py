@@ -226,3 +226,20 @@ def test_run_reconcile_flag(tmp_path, items):
     cfg = write_config(tmp_path / "rivet.toml", cfg_text(items.url, "chunk_size = 500"))
     out = run_json(cfg, "--reconcile")
     assert out["validation"][0]["ok"] and out["reconcile"][0]["ok"]
+
+
+def test_init_then_doctor_then_run_on_a_fresh_database(tmp_path, pg):
+    pg.sql("DROP TABLE IF EXISTS init_orders")
+    pg.sql("CREATE TABLE init_orders (id bigint PRIMARY KEY, updated_at timestamptz, n numeric, v text)")
+    pg.sql("INSERT INTO init_orders SELECT g, now(), g / 3.0, 'v' FROM generate_series(1, 500) g")
+    pg.sql("ANALYZE init_orders")
+    cfg = tmp_path / "rivet.toml"
+    rivet("init", "--source", pg.url, "--table", "public.init_orders", "-o", cfg, check=0)
+    text = cfg.read_text()
+    assert text.startswith("# rivet.toml — written by `rivet init`")
+    assert "incremental candidates: updated_at" in text and "not exact: n (numeric: text)" in text
+    assert rivet("init", "--source", pg.url, "-o", cfg).returncode == 1   # never overwrites
+    doctor = rivet("doctor", "-c", cfg, check=0)
+    assert doctor.stderr.count("ok") >= 4
+    out = run_json(cfg)["exports"][0]
+    assert out["name"] == "init_orders" and out["rows"] == 500
