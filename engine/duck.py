@@ -114,7 +114,8 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
                 arr = arr.cast(field.type)   # safe cast: overflow or truncation raises
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise RivetError("RIVET_SOURCE_SCHEMA_CHANGED",
-                                 f"column {field.name}: the source sent {arr.type}, the plan expects {field.type} ({e})",
+                                 f"column {field.name}: the source sent {arr.type}, the plan expects "
+                                 f"{field.type} ({e})",
                                  "the column's type changed since planning: run `rivet check` again",
                                  ExitClass.DRIFT) from None
         arrays.append(arr)

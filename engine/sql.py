@@ -188,7 +188,7 @@ class PostgresDialect(Dialect):
         return f"'\\x{b.hex()}'::bytea"
 
     def _special_number(self, v, kind: str) -> str:
-        text = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+        text = "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
         return f"'{text}'::" + ("numeric" if kind == "numeric" else "float8")
 
     def cast_text(self, expr: str) -> str:
@@ -219,7 +219,7 @@ class MySQLDialect(Dialect):
         # MySQL datetime literals carry no zone (MariaDB rejects offsets): aware values are converted to UTC,
         # which is the session time zone rivet sets on every MySQL connection it opens.
         if v.tzinfo is not None and v.utcoffset() is not None:
-            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            v = v.astimezone(dt.UTC).replace(tzinfo=None)
         return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
 
     def _bytes(self, b: bytes) -> str:

@@ -75,7 +75,8 @@ def map_columns(engine: str, columns: list[SourceColumn], overrides: dict[str, s
         if col not in names:
             close = difflib.get_close_matches(col, names, n=1)
             raise RivetError("RIVET_CONFIG_UNKNOWN_COLUMN", f"[exports.columns] names {col!r}, which is not a column "
-                             "of the relation", f"did you mean {close[0]!r}?" if close else "columns: " + ", ".join(names))
+                             "of the relation",
+                             f"did you mean {close[0]!r}?" if close else "columns: " + ", ".join(names))
     decide = {"postgres": _postgres, "mysql": _mysql}.get(engine)
     if decide is None:
         raise ValueError(f"no type mapping for engine {engine!r}")

@@ -14,10 +14,12 @@ per batch (one vectorized compare), drops it, and refuses the read naming the co
 """
 from __future__ import annotations
 
+import difflib
 import re
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 try:  # the C extension; it only loads if imported before pyarrow/duckdb (static TLS), see MySQLSource notes
@@ -25,6 +27,7 @@ try:  # the C extension; it only loads if imported before pyarrow/duckdb (static
     HAVE_CEXT = True
 except ImportError:
     HAVE_CEXT = False
+import duckdb
 import mysql.connector
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,7 +59,7 @@ def classify(exc: BaseException, where: str, connecting: bool = False, elapsed: 
         return exc
     errno = getattr(exc, "errno", None)
     raw = redact(" ".join(str(exc).split()))
-    raw = re.sub(r'(for MySQL query) ".*?"(:)', r"\1\2", raw, flags=re.S)   # the SQL text can be very long
+    raw = re.sub(r'(for MySQL query) ".*?"(:)', r"\1\2", raw, flags=re.DOTALL)   # the SQL text can be very long
     if len(raw) > 600:
         raw = raw[:600] + "…"
     text = raw.lower()
@@ -147,9 +150,9 @@ class MySQLSource(Source):
         if self._conn is not None:
             return self._conn
         p, tls = self._params, self._tls()
-        kw = dict(host=p["host"], port=p["port"], user=p["user"], password=p["password"],
-                  connection_timeout=max(1, int(self.tuning.connect_timeout_s)), autocommit=True,
-                  use_pure=not HAVE_CEXT, charset="utf8mb4")
+        kw = {"host": p["host"], "port": p["port"], "user": p["user"], "password": p["password"],
+              "connection_timeout": max(1, int(self.tuning.connect_timeout_s)), "autocommit": True,
+              "use_pure": not HAVE_CEXT, "charset": "utf8mb4"}
         if "database" in p:
             kw["database"] = p["database"]
         for k in ("ssl_ca", "ssl_cert", "ssl_key"):
@@ -218,12 +221,12 @@ class MySQLSource(Source):
 
     def _columns_of(self, table: str) -> list[tuple]:
         db, name = self._split(table)
-        return self._run("SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES', COLUMN_KEY FROM information_schema.COLUMNS "
-                         "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+        return self._run("SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES', COLUMN_KEY "
+                         "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) "
+                         "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
                          (db, name))
 
     def _no_such_table(self, table: str) -> RivetError:
-        import difflib
         names = [str(n) for (n,) in self._run("SELECT TABLE_NAME FROM information_schema.TABLES "
                                               "WHERE TABLE_SCHEMA = DATABASE() LIMIT 10000")]
         close = difflib.get_close_matches(self._split(table)[1], names, n=1)
@@ -260,8 +263,9 @@ class MySQLSource(Source):
         rows = self._columns_of(table)
         if not rows:
             raise self._no_such_table(table)
-        order = self._run("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE CONSTRAINT_NAME = 'PRIMARY' "
-                          "AND TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+        order = self._run("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+                          "WHERE CONSTRAINT_NAME = 'PRIMARY' AND TABLE_SCHEMA = COALESCE(%s, DATABASE()) "
+                          "AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
                           (db, name))
         by_name = {str(n): (str(t), bool(nl)) for n, t, nl, _ in rows}
         return [SourceColumn(str(n), *by_name[str(n)]) for (n,) in order]
@@ -270,8 +274,8 @@ class MySQLSource(Source):
         if relation.table is None:
             return None
         db, name = self._split(relation.table)
-        rows = self._run("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) "
-                         "AND TABLE_NAME = %s", (db, name))
+        rows = self._run("SELECT TABLE_ROWS FROM information_schema.TABLES "
+                         "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s", (db, name))
         if not rows:
             raise self._no_such_table(relation.table)
         return None if rows[0][0] is None else int(rows[0][0])
@@ -283,7 +287,8 @@ class MySQLSource(Source):
         return rows[0][0] if len(rows[0]) == 1 else tuple(rows[0])
 
     # ---- rows --------------------------------------------------------------------------------------------------
-    def read(self, sql: str, schema: pa.Schema, batch_rows: int, scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
+    def read(self, sql: str, schema: pa.Schema, batch_rows: int,
+             scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
         # scan_table buys nothing here (DuckDB does not parallelize a MySQL scan), so every read is one mysql_query
         with self._lock:
             self._native()   # fails fast (connect_timeout) on a dead or mute server; learns the flavour
@@ -342,7 +347,7 @@ class MySQLSource(Source):
         def attach():
             try:
                 con.execute("ATTACH '' AS src (TYPE mysql, SECRET rivet_src, READ_ONLY)")
-            except Exception as e:  # duckdb.Error
+            except duckdb.Error as e:
                 box["error"] = e
         th = threading.Thread(target=attach, name="rivet-mysql-attach", daemon=True)
         th.start()
@@ -353,7 +358,8 @@ class MySQLSource(Source):
             raise classify(box["error"], self._where, connecting=True)
         return None
 
-    def _stream(self, query: str, schema: pa.Schema, batch_rows: int, masks: list[list[str]]) -> Iterator[pa.RecordBatch]:
+    def _stream(self, query: str, schema: pa.Schema, batch_rows: int,
+                masks: list[list[str]]) -> Iterator[pa.RecordBatch]:
         con = duck.connect(threads=1, preserve_insertion_order=True)
         abandoned = False
         try:
@@ -374,7 +380,8 @@ class MySQLSource(Source):
                     yield duck.conform(batch, schema)
             except RivetError:
                 raise
-            except Exception as e:  # duckdb.Error, pyarrow errors from the reader
+            # the Arrow stream re-raises DuckDB's errors as OSError
+            except (duckdb.Error, pa.ArrowException, OSError) as e:
                 raise classify(e, self._where, elapsed=time.monotonic() - started,
                                timeout_s=self.tuning.statement_timeout_s) from None
         finally:
@@ -389,7 +396,8 @@ def _refuse_zero_dates(mask: pa.Array, names: list[str], where: str) -> None:
     for v in pc.unique(pc.filter(mask, pc.not_equal(mask, 0))).to_pylist():
         bits |= int(v)
     bad = [n for i, n in enumerate(names) if bits >> i & 1]
-    raise RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{where}: column {', '.join(bad)} {'holds' if len(bad) == 1 else 'hold'} a zero date "
+    verb = "holds" if len(bad) == 1 else "hold"
+    raise RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{where}: column {', '.join(bad)} {verb} a zero date "
                      "('0000-00-00' or a zero month/day), which no Arrow date can hold",
                      override_hint(bad[0]), ExitClass.REFUSED)
 

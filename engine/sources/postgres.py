@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import difflib
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+import duckdb
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,7 +23,7 @@ from engine.errors import ExitClass, RivetError
 from engine.secrets import redact, register
 from engine.sources.base import Relation, Source, SourceColumn
 from engine.sql import QUERY_ALIAS, PostgresDialect, strip_query
-from engine.types import GUARD_MARKER, NATIVE_TYPE_KEY
+from engine.types import GUARD_MARKER, NATIVE_TYPE_KEY, override_hint
 
 # DuckDB reads PostgreSQL ±infinity as the extreme values of the Arrow storage type; no real value is there.
 _INFINITY = {pa.int64(): (-(2**63 - 1), 2**63 - 1), pa.int32(): (-(2**31 - 1), 2**31 - 1)}
@@ -46,7 +48,7 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
         detail = raw.split(GUARD_MARKER, 1)[1].split('"')[0].split(";")[0]
         col = detail.removeprefix("column ").split(" holds")[0]
         return RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{where}: {detail}; the value has no exact Arrow form",
-                          f'set [exports.columns] {col} = "text" to export its text form (or "skip")', ExitClass.REFUSED)
+                          override_hint(col), ExitClass.REFUSED)
     if state in ("28P01", "28000") or "password authentication failed" in text or "no password supplied" in text \
             or "pg_hba.conf" in text or ("role" in text and "does not exist" in text):
         return RivetError("RIVET_SOURCE_AUTH", msg, "check the user and password of the source URL", ExitClass.USAGE)
@@ -84,7 +86,8 @@ class PostgresSource(Source):
             raise RivetError("RIVET_CONFIG_BAD_URL", f"the PostgreSQL source URL is not valid: {redact(str(e))}",
                              "postgresql://user:password@host:5432/database") from None
         register(params.get("password"))
-        self._where = f"postgres {params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+        host, port, db = params.get("host", "localhost"), params.get("port", 5432), params.get("dbname", "")
+        self._where = f"postgres {host}:{port}/{db}"
 
     @property
     def dialect(self) -> PostgresDialect:
@@ -180,7 +183,7 @@ class PostgresSource(Source):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise RivetError("RIVET_SOURCE_DUPLICATE_COLUMN", f"the query returns more than one column named "
-                             f"{sorted(dup)[0]!r}", "give each selected column its own name (AS alias)")
+                             f"{min(dup)!r}", "give each selected column its own name (AS alias)")
         return [SourceColumn(n, t) for n, (t,) in zip(names, types)]
 
     def primary_key(self, table: str) -> list[SourceColumn]:
@@ -196,10 +199,11 @@ class PostgresSource(Source):
             return None
         oid = self._regclass(relation.table)
         # partitioned tables keep no statistics of their own: add up the leaves (-1 = never analyzed)
-        (n,), = self._run("SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(l.reltuples) FILTER (WHERE l.reltuples >= 0)"
-                          " FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)"
-                          " WHEN c.reltuples >= 0 THEN c.reltuples END FROM pg_class c WHERE c.oid = %s", (oid,))
-        return None if n is None else int(round(n))
+        (n,), = self._run("SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(l.reltuples) FILTER "
+                          "(WHERE l.reltuples >= 0) FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid "
+                          "WHERE t.isleaf) WHEN c.reltuples >= 0 THEN c.reltuples END FROM pg_class c WHERE c.oid = %s",
+                          (oid,))
+        return None if n is None else round(n)
 
     def scalar(self, sql: str) -> Any:
         rows = self._run(sql)
@@ -215,7 +219,8 @@ class PostgresSource(Source):
         return schema, name
 
     # ---- rows --------------------------------------------------------------------------------------------------
-    def read(self, sql: str, schema: pa.Schema, batch_rows: int, scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
+    def read(self, sql: str, schema: pa.Schema, batch_rows: int,
+             scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
         if scan_table is not None:
             # DuckDB's own scan of the attached table: parallel ctid ranges on several connections sharing one
             # exported snapshot. Only for plain column reads, and only when every column keeps DuckDB's type.
@@ -238,7 +243,7 @@ class PostgresSource(Source):
         try:
             try:
                 con.execute(f"ATTACH {duck.sql_string(self.conninfo())} AS src (TYPE postgres, READ_ONLY)")
-            except Exception as e:  # duckdb.Error
+            except duckdb.Error as e:
                 raise classify(e, self._where, connecting=True) from None
             try:
                 reader = con.execute(query).to_arrow_reader(batch_rows)
@@ -248,7 +253,8 @@ class PostgresSource(Source):
                     yield duck.conform(batch, schema)
             except RivetError:
                 raise
-            except Exception as e:  # duckdb.Error, pyarrow errors from the reader
+            # the Arrow stream re-raises DuckDB's errors as OSError
+            except (duckdb.Error, pa.ArrowException, OSError) as e:
                 raise classify(e, self._where) from None
         finally:
             con.close()

@@ -46,10 +46,10 @@ def pgsrc(pg):
 @pytest.fixture(scope="module")
 def mysrc(mysql):
     for stmt in ["DROP TABLE IF EXISTS big",
-                 "CREATE TABLE big (id bigint PRIMARY KEY, grp int NOT NULL, amount decimal(12,2), note text, "
-                 "at datetime(6))",
-                 f"INSERT INTO big SELECT seq, seq % 7, seq / 100, CONCAT('n', seq), "
-                 f"TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_{N}",
+                 ("CREATE TABLE big (id bigint PRIMARY KEY, grp int NOT NULL, amount decimal(12,2), note text, "
+                  "at datetime(6))"),
+                 (f"INSERT INTO big SELECT seq, seq % 7, seq / 100, CONCAT('n', seq), "
+                  f"TIMESTAMP'2024-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_1_to_{N}"),
                  "ANALYZE TABLE big",
                  "DROP TABLE IF EXISTS pk2", "CREATE TABLE pk2 (b int, a varchar(10), v int, PRIMARY KEY (a, b))"]:
         mysql.sql(stmt)
@@ -114,7 +114,7 @@ def test_describe_primary_key_estimate_scalar(src):
 
 
 def test_describe_a_query_reads_no_rows(src):
-    slow = ("SELECT id, pg_sleep(10) AS s FROM big" if src.engine == "postgres" else "SELECT id, SLEEP(10) AS s FROM big")
+    slow = "SELECT id, pg_sleep(10) AS s FROM big" if src.engine == "postgres" else "SELECT id, SLEEP(10) AS s FROM big"
     t0 = time.monotonic()
     cols = src.describe(Relation(query=slow))
     assert time.monotonic() - t0 < 2
@@ -149,7 +149,7 @@ def test_200k_rows_in_batches_exactly_once(src, path):
     rel = Relation(table="big")
     sql, schema = plan_sql(src, rel, order=())
     if path == "scan_table":
-        sql, schema = src.dialect.select(rel, [src.dialect.quote_ident(f.name) for f in schema]), schema
+        sql = src.dialect.select(rel, [src.dialect.quote_ident(f.name) for f in schema])
     batches, ids = 0, []
     for b in src.read(sql, schema, 30_000, scan_table="big" if path == "scan_table" else None):
         assert b.schema == schema and 0 < b.num_rows <= 30_000
@@ -177,7 +177,8 @@ def test_early_close_releases_the_read(src, pg, mysql):
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if src.engine == "postgres":
-            n = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%COPY%big%' AND pid <> pg_backend_pid()")
+            n = pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%COPY%big%' "
+                       "AND pid <> pg_backend_pid()")
         else:
             n = mysql.sql("SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%FROM `big`%' "
                           "AND ID <> CONNECTION_ID()")

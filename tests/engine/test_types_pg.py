@@ -74,7 +74,8 @@ def read_all(src, table, overrides=None, order="id"):
     cols = src.describe(Relation(table=table))
     mappings = map_columns("postgres", cols, overrides or {}, src.dialect)
     schema = output_schema([m for m in mappings if m.fidelity != "refused"])
-    sql = src.dialect.select(Relation(table=table), [m.select_expr for m in mappings], [], [src.dialect.quote_ident(order)])
+    sql = src.dialect.select(Relation(table=table), [m.select_expr for m in mappings], [],
+                             [src.dialect.quote_ident(order)])
     batches = list(src.read(sql, schema, 2))
     for b in batches:
         assert b.schema == schema and b.schema.metadata == schema.metadata
