@@ -101,8 +101,9 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg, dest, emit: ev.Em
         committed.append(part)
         emit(ev.PartCommitted(exp.name, plan.run_id, part.name, part.rows, part.size_bytes, task.index))
 
+    max_size = None if dest.kind == "stdout" else exp.max_file_size   # one stream: never rotate on a pipe
     writer = PartWriter(exp.format, exp.compression, plan.write_schema, dest.spool_dir(),
-                        part_basename(exp.name, utcnow(), task.index), exp.max_file_size, commit)
+                        part_basename(exp.name, utcnow(), task.index), max_size, commit)
     rows, cursor_max = 0, None
     drop = plan.cursor_column == CURSOR_FIELD
     throttle = exp.tuning.throttle_ms / 1000
@@ -231,7 +232,8 @@ class Runner:
                                        [(t.index, t.lo, t.hi) for t in plan.tasks])
         self.emit(ev.ExportStarted(exp.name, plan.run_id, exp.mode, plan.chunks_total or None, plan.chunks_done,
                                    plan.rows_estimate))
-        if dest.head(SUCCESS) is not None:
+        to_stdout = dest.kind == "stdout"
+        if not to_stdout and dest.head(SUCCESS) is not None:
             dest.delete(SUCCESS)   # the prefix is in flux until this run's _SUCCESS lands
 
         failures: list[RivetError] = []
@@ -293,6 +295,12 @@ class Runner:
                              first.exit_class, first.transient)
         dest.put_bytes(SUCCESS, success_bytes(data))
 
+        if to_stdout and not self.options.force:
+            # bytes on a pipe are not durable or retry-safe: keep the cursor where it was unless --force
+            if exp.mode == "incremental" and cursor_max is not None:
+                result.warnings.append("stdout destination: the cursor was not advanced (add --force to advance it)")
+            result.status = "succeeded"
+            return
         # State moves only now that the data it covers is durable (SPEC §3).
         if exp.mode == "incremental" and cursor_max is not None:
             store.set_cursor(exp.name, cursor_text(cursor_max), exp.cursor_column, plan.cursor_identity, plan.run_id)

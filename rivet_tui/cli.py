@@ -127,9 +127,12 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
     """Run exports."""
     from engine.runner import RunOptions, Runner, worst_exit
     config = load(ctx, params)
-    for n in names:
-        config.export(n)
-    if not no_tui and not as_json and sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI"):
+    selected = config.select(list(names))
+    if any(e.destination.type == "stdout" for e in selected) and (len(selected) > 1 or as_json):
+        raise RivetError("RIVET_CLI_STDOUT_ONE_EXPORT", "an export with destination type \"stdout\" must run alone "
+                         "and without --json (its bytes are the only thing on stdout)",
+                         "select it with -e NAME and drop --json")
+    if not no_tui and not as_json and not any(e.destination.type == "stdout" for e in selected) and sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI"):
         try:
             import rivet_tui.app  # noqa: F401
             return _open_tui(ctx, run_names=list(names), run_all=not names, params=params)
