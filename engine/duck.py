@@ -7,6 +7,7 @@ postgres|mysql)` autoloads them. `autoinstall_known_extensions` is always off: D
 """
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
 import tempfile
@@ -56,6 +57,15 @@ def _installed(ext_dir: Path) -> bool:
     return all(any(ext_dir.glob(f"{_PLATFORM_SUBDIR_GLOB}{name}.duckdb_extension")) for name in _EXTENSIONS)
 
 
+def _install(ext_dir: Path) -> None:
+    con = duckdb.connect(config={"extension_directory": str(ext_dir), "autoinstall_known_extensions": False})
+    try:
+        for pkg, stem in _EXTENSIONS.values():
+            con.execute(f"INSTALL '{_wheel_file(pkg, stem)}'")
+    finally:
+        con.close()
+
+
 def _prepare_extension_dir() -> str:
     """Install the scanners into a private extension directory once per process; return that directory."""
     global _ext_dir
@@ -67,12 +77,11 @@ def _prepare_extension_dir() -> str:
             try:
                 d.mkdir(parents=True, exist_ok=True)
                 if not _installed(d):
-                    con = duckdb.connect(config={"extension_directory": str(d), "autoinstall_known_extensions": False})
-                    try:
-                        for pkg, stem in _EXTENSIONS.values():
-                            con.execute(f"INSTALL '{_wheel_file(pkg, stem)}'")
-                    finally:
-                        con.close()
+                    # another rivet process may be installing into the same directory right now
+                    with open(d / ".install.lock", "w") as lock:
+                        fcntl.flock(lock, fcntl.LOCK_EX)
+                        if not _installed(d):
+                            _install(d)
                 _ext_dir = str(d)
                 return _ext_dir
             except (OSError, duckdb.Error) as e:  # unwritable HOME: try the next candidate
