@@ -31,8 +31,8 @@ def items(pg):
     return pg
 
 
-def dest_toml(bucket, prefix: str, **overrides) -> str:
-    cfg = bucket.destination(prefix=prefix, **overrides)
+def dest_toml(store, prefix: str, **overrides) -> str:
+    cfg = store.destination(prefix=prefix, **overrides)
     fields = {k: v for k, v in cfg.__dict__.items() if v not in (None, "")}
     return "{ " + ", ".join(f'{k} = "{v}"' for k, v in fields.items()) + " }"
 
