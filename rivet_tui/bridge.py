@@ -124,7 +124,14 @@ def boundary(strategy: str | None, cursor: str | None, chunk: int | None) -> str
     """A committed/verified boundary as `rivet state progression` prints it."""
     if strategy == "chunked" and chunk is not None:
         return f"chunk #{chunk}"
-    return "-" if cursor is None else str(cursor)
+    if cursor is None:
+        return "-"
+    text = str(cursor)
+    if "T" in text or ":" in text:   # a timestamp cursor: to the second is what fits in a column
+        dt = parse_time(text)
+        if dt is not None:
+            return dt.strftime("%Y-%m-%d %H:%M:%S")
+    return text
 
 
 def lag(row: dict) -> str:
@@ -132,8 +139,8 @@ def lag(row: dict) -> str:
     c_strategy, v_strategy = row.get("last_committed_strategy"), row.get("last_verified_strategy")
     if not c_strategy:
         return "-"
-    if not v_strategy:
-        return "unverified"
+    if not v_strategy:   # incremental: no partitions, so no verified boundary (ADR-0008 write points)
+        return "unverified" if c_strategy == "chunked" else "n/a"
     if c_strategy != v_strategy:
         return "strategy changed"
     if c_strategy == "chunked":
@@ -372,7 +379,7 @@ class ExportModel:
         self.dirty.add(e.export)
         if isinstance(e, ev.ExportStarted):
             s.status, s.run_id, s.error = "running", e.run_id, None
-            s.chunks_total = (e.chunks_total + e.chunks_done) if e.chunks_total is not None else None
+            s.chunks_total = e.chunks_total   # all windows of the run (the runner counts resumed ones in it)
             s.chunks_done = s.chunks_resumed = e.chunks_done
             s.rows_estimate = e.rows_estimate
             s.rows, s.bytes = self._early.pop((e.export, e.run_id), (0, 0))

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,32 +124,27 @@ async def feed_running(app, pilot, clock: FakeClock) -> None:
                             "error": "export 'invoices': 1 of 12 chunks failed; first: canceling statement due to "
                                      "statement timeout", "hint": "raise statement_timeout_s in [exports.tuning], "
                                                                   "or use smaller chunks"}, at=clock() - 405))
+    for name, done, size in (("orders", 6, 250_000), ("line_items", 3, 500_000)):  # chunks done before the picture
+        run_id = runs[name][0]
+        for i in range(done):
+            at = clock() - starts[name] + 5 + i * 40
+            emit(ev.ChunkStarted(name, run_id, i, str(i * size + 1), str((i + 1) * size), 1,
+                                 f"rivet-task_{i % 4}", at=at))
+            emit(ev.BatchWritten(name, run_id, size, size * 38, i, at=at + 30))
+            emit(ev.PartCommitted(name, run_id, f"{name}_chunk{i}_20260418_1216{i:02d}_000_{i:06x}.parquet",
+                                  size, size * 38, i, at=at + 30))
+            emit(ev.ChunkFinished(name, run_id, i, size, "completed", None, f"rivet-task_{i % 4}", at=at + 31))
+    await pilot.pause()
+    orders = runs["orders"][0]
+    emit(ev.ChunkStarted("orders", orders, 6, "1500001", "1750000", 1, "rivet-task_2", at=clock() - 40))
+    emit(ev.Retrying("orders", orders, 1, "server closed the connection unexpectedly", 2.0, 6, at=clock() - 21))
+    emit(ev.ChunkStarted("orders", orders, 6, "1500001", "1750000", 2, "rivet-task_2", at=clock() - 19))
     for step in range(24):
         clock.advance(0.5)
         for name, (run_id, chunks, _) in runs.items():
             rows = {"orders": 41_000, "customers": 9_500, "events": 2_100, "line_items": 60_000}[name]
-            emit(ev.BatchWritten(name, run_id, rows + 97 * (step % 5), rows * 38, 1 if chunks else None))
-        if step == 3:
-            emit(ev.ChunkStarted("orders", runs["orders"][0], 6, "1500001", "1750000", 1, "rivet-task_2",
-                                 at=clock()))
-        if step == 9:
-            emit(ev.Retrying("orders", runs["orders"][0], 1, "server closed the connection unexpectedly", 2.0, 6,
-                             at=clock()))
-        if step == 14:
-            emit(ev.ChunkStarted("orders", runs["orders"][0], 6, "1500001", "1750000", 2, "rivet-task_2",
-                                 at=clock()))
+            emit(ev.BatchWritten(name, run_id, rows + 97 * (step % 5), rows * 38, 6 if chunks else None))
         await pilot.pause()
-    # chunk bookkeeping so the bars show progress
-    for name, done in (("orders", 6), ("line_items", 3)):
-        run_id = runs[name][0]
-        for i in range(done):
-            emit(ev.ChunkStarted(name, run_id, i, str(i * 250000 + 1), str((i + 1) * 250000), 1,
-                                 f"rivet-task_{i % 4}", at=clock() - 290 + i * 40))
-            emit(ev.PartCommitted(name, run_id, f"{name}_chunk{i}_20260418_1216{i:02d}_000_{i:06x}.parquet",
-                                  250_000, 9_400_000 + 1000 * i, i, at=clock() - 260 + i * 40))
-            emit(ev.ChunkFinished(name, run_id, i, 250_000, "completed", None, f"rivet-task_{i % 4}",
-                                  at=clock() - 258 + i * 40))
-    await pilot.pause()
     app.model["orders"].last_reconcile = {"status": "mismatch", "at": T0 - 1510}
     app.model["inventory"].last_reconcile = {"status": "match", "at": T0 - 5400}
     app.model["line_items"].last_reconcile = {"status": "match", "at": T0 - 7300}
@@ -235,12 +229,13 @@ def main() -> None:
         line = f"{svg_path.relative_to(OUT.parent)}"
         if rsvg:
             png = svg_path.with_suffix(".png")
-            subprocess.run([rsvg, "-w", "1600", str(svg_path), "-o", str(png)], check=True)
+            # rsvg drops the leading no-break spaces of a <text> unless told to preserve white space
+            svg = svg_path.read_text().replace("<svg ", '<svg xml:space="preserve" ', 1)
+            subprocess.run([rsvg, "-w", "1600", "-o", str(png)], input=svg.encode(), check=True)
             line += f" + {png.name}"
         print(line, file=sys.stderr)
     if not rsvg:
-        print(textwrap.dedent("""\
-            PNG skipped: rsvg-convert not found (apt-get install -y librsvg2-bin)"""), file=sys.stderr)
+        print("PNG skipped: rsvg-convert not found (apt-get install -y librsvg2-bin)", file=sys.stderr)
 
 
 if __name__ == "__main__":

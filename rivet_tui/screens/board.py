@@ -20,8 +20,8 @@ def short_stamp(value) -> str:
 
 class BoardTable(DiffTable):
     COLUMNS = (("name", "Export", 22, "left"), ("strategy", "Strategy", 11, "left"),
-               ("committed", "Committed", 18, "left"), ("committed_at", "Committed at (UTC)", 19, "left"),
-               ("verified", "Verified", 18, "left"), ("verified_at", "Verified at (UTC)", 19, "left"),
+               ("committed", "Committed", 19, "left"), ("committed_at", "Committed at (UTC)", 19, "left"),
+               ("verified", "Verified", 19, "left"), ("verified_at", "Verified at (UTC)", 19, "left"),
                ("lag", "Lag", 12, "left"), ("reconcile", "Last reconcile", 18, "left"))
 
     def styled(self, key: str, value: str) -> Text:
@@ -29,7 +29,7 @@ class BoardTable(DiffTable):
         if key == "name":
             text.stylize("bold")
         elif key == "lag":
-            text.stylize("green" if value == "in sync" else "yellow" if value not in ("-",) else "dim")
+            text.stylize("green" if value == "in sync" else "dim" if value in ("-", "n/a") else "yellow")
         elif key == "reconcile" and value != "-":
             text.stylize("green" if value.startswith("match") else "bold red")
         elif key == "verified" and value != "-":
@@ -55,8 +55,8 @@ class BoardScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≡")
-        yield Static("Committed = data durably written and recorded. Verified = a reconcile found every chunk's "
-                     "source count equal to what was written. Advisory: runs never read these.", id="board-intro")
+        yield Static("committed: written and recorded · verified: a reconcile matched every chunk's source count · "
+                     "advisory only · c reconciles the selected export", id="board-intro")
         yield BoardTable(id="board")
         yield Footer()
 

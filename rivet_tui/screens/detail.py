@@ -71,7 +71,7 @@ class DetailScreen(Screen):
         for row in earlier:
             line = journal_line(row["event"], row.get("payload") or {}, row.get("at"))
             if line:
-                log.write(render_line(line))
+                log.write(render_line(line), expand=True)
         self._history = [r["rows"] / (r["duration_ms"] / 1000) for r in reversed(runs)
                          if r.get("rows") and r.get("duration_ms")]
         self._ready = True
@@ -110,7 +110,7 @@ class DetailScreen(Screen):
             log = self.query_one(RichLog)
             new = min(state.journal_total - self._shown, len(state.journal))
             for line in list(state.journal)[-new:]:
-                log.write(render_line(line))
+                log.write(render_line(line), expand=True)
             self._shown = state.journal_total
 
         spark = self.query_one(Sparkline)

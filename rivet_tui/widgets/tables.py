@@ -23,12 +23,15 @@ class DiffTable(DataTable):
     def __init__(self, **kw) -> None:
         super().__init__(cursor_type="row", **kw)
         self._cells: dict[str, tuple[str, ...]] = {}
+        self._columns = {c[0]: c for c in self.COLUMNS}
         for key, label, width, justify in self.COLUMNS:
-            self.add_column(Text(label, justify=justify), key=key, width=width)
+            self.add_column(label.rjust(width) if justify == "right" else label, key=key, width=width)
 
     def styled(self, key: str, value: str) -> Text:
-        justify = next(c[3] for c in self.COLUMNS if c[0] == key)
-        return Text(value, justify=justify, no_wrap=True, overflow="ellipsis")
+        _, _, width, justify = self._columns[key]
+        if justify == "right":   # DataTable cells ignore Text.justify
+            value = value.rjust(width)
+        return Text(value, no_wrap=True, overflow="ellipsis")
 
     @property
     def shown(self) -> list[str]:
@@ -105,8 +108,9 @@ class ExportsTable(DiffTable):
         elif key == "name":
             text.stylize("bold")
         elif key == "progress" and value and value[0] in "█░":
-            text.stylize("cyan", 0, value.count("█"))
-            text.stylize("dim", value.count("█"), len(value.split(" ")[0]))
+            filled = value.count("█")
+            text.stylize("cyan", 0, filled)
+            text.stylize("dim", filled, len(value.split(" ")[0]))
         return text
 
     @staticmethod
