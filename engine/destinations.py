@@ -22,6 +22,7 @@ import configparser
 import ipaddress
 import json
 import os
+import io
 import re
 import shutil
 import sys
@@ -39,6 +40,7 @@ from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 
 from engine import secrets
 from engine.config import DestinationConfig
+from engine.faults import armed, fault
 from engine.errors import ExitClass, RivetError
 
 PART_CHUNK = 8 * 1024 * 1024      # multipart above this size, and the part size (bounds memory with CONCURRENCY)
@@ -48,6 +50,28 @@ CLIENT_OPTIONS = {"connect_timeout": "2s", "timeout": "60s"}
 RETRY = {"max_retries": 2, "retry_timeout": timedelta(seconds=10),
          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2}}
 PLACEHOLDERS = ("export", "date", "run_id")
+
+
+class _FaultAtHalf(io.RawIOBase):
+    """Test-only (RIVET_FAULT_AT=mid_upload): a file reader that kills the process once half was handed over."""
+
+    def __init__(self, path: Path, size: int):
+        self._f, self._half, self._sent = open(path, "rb"), size // 2, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._sent += len(data)
+        if self._sent >= self._half:
+            fault("mid_upload")
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 def open_destination(cfg: DestinationConfig, export_name: str, run_id: str, now: datetime) -> Destination:
@@ -109,10 +133,12 @@ class Destination:
         local_path = Path(local_path)
         with self._guard(f"commit {name}"):
             if self.kind == "local" and local_path.is_relative_to(self.root):
+                fault("mid_upload")   # a local part is complete in the spool, not yet under its name
                 obstore.rename(self._local(), local_path.relative_to(self.root).as_posix(), key)
                 return
             size = local_path.stat().st_size
-            obstore.put(self._writable(), key, local_path, use_multipart=size > PART_CHUNK,
+            source = _FaultAtHalf(local_path, size) if armed("mid_upload") else local_path
+            obstore.put(self._writable(), key, source, use_multipart=size > PART_CHUNK,
                         chunk_size=PART_CHUNK, max_concurrency=CONCURRENCY)
             local_path.unlink()
 

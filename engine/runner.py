@@ -25,7 +25,9 @@ from engine.config import Config, ExportConfig
 from engine.destinations import open_destination
 from engine.errors import ExitClass, RivetError, internal
 from engine.executors import LocalExecutor
+from engine.faults import fault
 from engine.formats import PartFile, PartWriter, part_basename
+from engine.locks import export_lock
 from engine.manifest import (MANIFEST, SUCCESS, build_manifest, manifest_bytes, run_manifest_name, schema_fingerprint,
                              success_bytes)
 from engine.planner import CURSOR_FIELD, ExportPlan, TaskSpec, cursor_text, plan_export, run_started_at
@@ -51,6 +53,7 @@ class RunOptions:
     resume: bool = False
     force: bool = False
     strict: bool = False
+    lock_wait_s: float = 60.0
 
 
 @dataclass
@@ -99,6 +102,7 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg, dest, emit: ev.Em
     def commit(part: PartFile) -> None:
         dest.commit_file(part.local_path, part.name)
         committed.append(part)
+        fault("after_part_upload")
         emit(ev.PartCommitted(exp.name, plan.run_id, part.name, part.rows, part.size_bytes, task.index))
 
     max_size = None if dest.kind == "stdout" else exp.max_file_size   # one stream: never rotate on a pipe
@@ -175,12 +179,13 @@ class Runner:
         result = ExportResult(exp.name, "failed")
         run_id = plan.run_id if plan else None
         try:
-            if plan is None:
-                with open_source(self.config.source, exp.tuning) as src:
-                    plan = plan_export(exp, src, self.store, strict=self.options.strict, resume=self.options.resume,
-                                       force=self.options.force)
-            run_id = result.run_id = plan.run_id
-            self._commit_run(plan, started, result)
+            with export_lock(self.config.state_path, exp.name, self.options.lock_wait_s):
+                if plan is None:
+                    with open_source(self.config.source, exp.tuning) as src:
+                        plan = plan_export(exp, src, self.store, strict=self.options.strict,
+                                           resume=self.options.resume, force=self.options.force)
+                run_id = result.run_id = plan.run_id
+                self._commit_run(plan, started, result)
         except RivetError as e:
             result.error = e
             result.status = "refused" if e.exit_class == ExitClass.REFUSED else "failed"
@@ -257,6 +262,7 @@ class Runner:
                                        part.content_hash, tr.index, exp.format, exp.compression)
                     if tr.index is not None and exp.chunk_checkpoint:
                         store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
+                fault("after_file_log")
                 result.rows += tr.rows
                 result.retries += tr.retries
                 if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
@@ -286,6 +292,7 @@ class Runner:
         data = manifest_bytes(manifest)
         dest.put_bytes(run_manifest_name(plan.run_id), data)
         dest.put_bytes(MANIFEST, data)
+        fault("after_manifest")
         if failures:
             if exp.mode == "chunked" and exp.chunk_checkpoint:
                 store.finish_chunk_run(plan.run_id, "failed")
@@ -294,6 +301,7 @@ class Runner:
                              f"first: {first.message}", first.hint or "rerun `rivet run` to retry the failed chunks",
                              first.exit_class, first.transient)
         dest.put_bytes(SUCCESS, success_bytes(data))
+        fault("after_success")
 
         if to_stdout and not self.options.force:
             # bytes on a pipe are not durable or retry-safe: keep the cursor where it was unless --force
@@ -304,11 +312,13 @@ class Runner:
         # State moves only now that the data it covers is durable (SPEC §3).
         if exp.mode == "incremental" and cursor_max is not None:
             store.set_cursor(exp.name, cursor_text(cursor_max), exp.cursor_column, plan.cursor_identity, plan.run_id)
+            fault("after_cursor")
         store.set_schema(exp.name, [{"name": m.name, "type": m.native_type} for m in plan.mappings],
                          schema_fingerprint(plan.write_schema))
         if exp.mode == "chunked" and exp.chunk_checkpoint:
             store.finish_chunk_run(plan.run_id, "completed")
         self._record_committed(plan, cursor_max, result)
+        fault("after_progression")
         result.status = "succeeded"
 
     def _record_committed(self, plan: ExportPlan, cursor_max, result: ExportResult) -> None:

@@ -140,7 +140,7 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
             pass
     store = open_store(ctx, config)
     options = RunOptions(names=list(names), parallel_exports=parallel_exports, resume=resume, force=force,
-                         strict=strict)
+                         strict=strict, lock_wait_s=opts(ctx).get("lock_wait") or 60.0)
     from rivet_tui.headless import HeadlessProgress, print_json, print_summary
     t0 = time.monotonic()
     with HeadlessProgress(err_console) as progress:
