@@ -252,6 +252,12 @@ class MySQLSource(Source):
                 finally:
                     self._run(f"DROP TEMPORARY TABLE IF EXISTS `{tmp}`")
             except RivetError as e:
+                if "denied" in e.message.lower():
+                    raise RivetError("RIVET_SOURCE_DESCRIBE_DENIED", f"{self._where}: cannot learn the column types of "
+                                     "the export's query: the user may not create temporary tables",
+                                     "GRANT CREATE TEMPORARY TABLES on the database to the export user (rivet "
+                                     "creates an empty one from the query), or export a view of the query as a "
+                                     "table") from None
                 if "duplicate column" in e.message.lower():
                     raise RivetError("RIVET_SOURCE_DUPLICATE_COLUMN", e.message,
                                      "give each selected column its own name (AS alias)") from None

@@ -247,7 +247,7 @@ def test_postgres_auth_failure_never_shows_the_password(pg):
         assert not e.value.transient and SECRET not in e.value.render() and SECRET not in e.value.to_json()
 
 
-def test_mysql_auth_failure_never_shows_the_password(mysql):
+def test_mysql_auth_failure_never_shows_the_password(mysql, mysrc):
     user = f"rivet_{mysql.name[-8:]}"
     mysql.sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-password'")
     mysql.sql(f"GRANT SELECT ON `{mysql.name}`.* TO '{user}'@'%'")
@@ -262,6 +262,11 @@ def test_mysql_auth_failure_never_shows_the_password(mysql):
                                                            f"{urlsplit(mysql.url).port or 3306}")), FAST)
         assert sum(b.num_rows for b in ok.read("SELECT id FROM big WHERE id <= 10", pa.schema([("id", pa.int64())]),
                                                100)) == 10
+        # a SELECT-only user cannot create the empty temporary table that describes a query: say so plainly
+        with pytest.raises(RivetError) as e:
+            ok.describe(Relation(query="SELECT id FROM big"))
+        assert e.value.code == "RIVET_SOURCE_DESCRIBE_DENIED" and "CREATE TEMPORARY TABLES" in e.value.hint
+        assert [c.name for c in ok.describe(Relation(table="big"))][:2] == ["id", "grp"]
         ok.close()
     finally:
         mysql.sql(f"DROP USER '{user}'@'%'")
