@@ -22,6 +22,7 @@ from engine.sources.base import Relation, Source
 from engine.types import ColumnMapping, map_columns, output_schema
 
 CURSOR_FIELD = "__rivet_cursor"     # synthetic coalesce column: read, tracked, never written
+MAX_BATCH_ROWS = 122_880           # DuckDB's row-group size
 DEFAULT_CHUNK_SIZE = 100_000      # key span per chunk when the config names no chunking
 SPARSE_MIN_WINDOWS = 1000           # below this many windows, empty ones cost nothing worth avoiding
 
@@ -93,7 +94,8 @@ def batch_rows_for(exp: ExportConfig, schema: pa.Schema) -> int:
     for f in schema:
         width += f.type.byte_width if pa.types.is_primitive(f.type) and f.type.bit_width >= 8 else 32
     rows = exp.tuning.batch_size_memory_mb * 1024 * 1024 // max(width, 1)
-    return int(min(max(rows, 2048), 1_000_000))
+    # Larger batches buy no throughput past ~one Parquet row group, only memory (read-ahead holds a few).
+    return int(min(max(rows, 2048), MAX_BATCH_ROWS))
 
 
 def cursor_text(value) -> str | None:

@@ -89,6 +89,48 @@ class TaskResult:
     worker: str = "local"
 
 
+def prefetch(batches, depth: int = 2):
+    """Pull batches on a helper thread so reading the source overlaps writing the part (both release the GIL).
+    The bounded queue keeps at most `depth` batches in memory; an error on either side stops both."""
+    import queue
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def pump():
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+        finally:
+            close = getattr(batches, "close", None)
+            if close and stop.is_set():
+                close()
+
+    t = threading.Thread(target=pump, name="rivet-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, RivetError) and exc.transient
 
@@ -115,7 +157,7 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg, dest, emit: ev.Em
         with open_source(source_cfg, exp.tuning) as src:
             if threads and hasattr(src, "threads"):
                 src.threads = threads
-            for batch in src.read(task.sql, plan.read_schema, plan.batch_rows, task.scan_table):
+            for batch in prefetch(src.read(task.sql, plan.read_schema, plan.batch_rows, task.scan_table)):
                 if plan.cursor_column:
                     m = pc.max(batch.column(plan.cursor_column)).as_py()
                     if m is not None and (cursor_max is None or m > cursor_max):
