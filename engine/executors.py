@@ -1,25 +1,25 @@
-"""Where tasks run. LocalExecutor = threads in this process; a cluster executor can replace it behind the
-same two calls because tasks are pure (spec in, result out) and only the coordinator writes state."""
+"""Where a task's body runs. Concurrency (how many chunks are in flight) is always local threads in the
+coordinator; an executor decides where each task's work happens. Tasks are pure (spec in, result out) and only
+the coordinator writes state, so a cluster executor can run them on other machines behind this one call."""
 from __future__ import annotations
-
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 
 class LocalExecutor:
+    """Run the task in the calling thread of this process."""
     name = "local"
 
-    def __init__(self, workers: int):
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rivet-task")
+    def run_task(self, task, plan, source_cfg, dest, emit, threads: int | None):
+        from engine.runner import execute_task
+        return execute_task(task, plan, source_cfg, dest, emit, threads)
 
-    def submit(self, fn: Callable, *args, **kwargs) -> Future:
-        return self._pool.submit(fn, *args, **kwargs)
+    def close(self) -> None:
+        pass
 
-    def shutdown(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown(cancel=exc[0] is not None)
+def make_executor(config) -> LocalExecutor:
+    kind = getattr(config.executor, "type", "local")
+    if kind == "local":
+        return LocalExecutor()
+    from engine.errors import RivetError
+    raise RivetError("RIVET_EXECUTOR_UNKNOWN", f"executor type {kind!r} is not available",
+                     'use [executor] type = "local"')

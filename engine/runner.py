@@ -24,7 +24,7 @@ from engine import events as ev
 from engine.config import Config, ExportConfig
 from engine.destinations import open_destination
 from engine.errors import ExitClass, RivetError, internal
-from engine.executors import LocalExecutor
+from engine.executors import make_executor
 from engine.faults import fault
 from engine.formats import PartFile, PartWriter, part_basename
 from engine.locks import export_lock
@@ -183,10 +183,10 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg, dest, emit: ev.Em
 
 class Runner:
     def __init__(self, config: Config, store, emit: ev.Emit = ev.ignore, options: RunOptions | None = None,
-                 executor_factory=LocalExecutor):
+                 executor=None):
         self.config, self.store, self.options = config, store, options or RunOptions()
         self._emit_outer = emit
-        self._executor_factory = executor_factory
+        self.executor = executor or make_executor(config)
         self._journal_lock = threading.Lock()
         self.cancelled = threading.Event()
 
@@ -287,8 +287,8 @@ class Runner:
         cursor_max = None
         parallel = max(1, exp.parallel) if exp.mode == "chunked" else 1
         threads = max(1, (os.cpu_count() or 2) // parallel)
-        with self._executor_factory(parallel) as executor:
-            futures = {executor.submit(self._attempt_task, t, plan, dest, threads): t for t in plan.tasks}
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
+            futures = {pool.submit(self._attempt_task, t, plan, dest, threads): t for t in plan.tasks}
             for fut in as_completed(futures):
                 task = futures[fut]
                 try:
@@ -402,7 +402,7 @@ class Runner:
             if task.index is not None:
                 self.emit(ev.ChunkStarted(exp.name, plan.run_id, task.index, task.lo, task.hi, attempt))
             try:
-                tr = execute_task(task, plan, self.config.source, dest, self.emit, threads)
+                tr = self.executor.run_task(task, plan, self.config.source, dest, self.emit, threads)
             except Exception as e:
                 err = e if isinstance(e, RivetError) else internal(e)
                 if chunked:
