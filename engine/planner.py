@@ -283,8 +283,8 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
             plan.chunks_total = len(tasks)
             todo = [t for t in tasks if t["status"] != "completed"]   # running ones died with their process
             plan.chunks_done = plan.chunks_total - len(todo)
-            parse = (lambda s: parse_bound(s, col.arrow_type))
-            plan.tasks = [TaskSpec(t["chunk_index"], task_sql(parse(t["lo"]), parse(t["hi"])), t["lo"], t["hi"])
+            plan.tasks = [TaskSpec(t["chunk_index"], task_sql(parse_bound(t["lo"], col.arrow_type),
+                                                              parse_bound(t["hi"], col.arrow_type)), t["lo"], t["hi"])
                           for t in todo]
             return
         if resume and run and run["status"] == "completed" and not force:

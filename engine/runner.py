@@ -288,9 +288,8 @@ class Runner:
         parallel = max(1, exp.parallel) if exp.mode == "chunked" else 1
         threads = max(1, (os.cpu_count() or 2) // parallel)
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
-            futures = {pool.submit(self._attempt_task, t, plan, dest, threads): t for t in plan.tasks}
+            futures = [pool.submit(self._attempt_task, t, plan, dest, threads) for t in plan.tasks]
             for fut in as_completed(futures):
-                task = futures[fut]
                 try:
                     tr: TaskResult = fut.result()
                 except RivetError as e:
