@@ -230,7 +230,7 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
             raise RivetError("RIVET_RUN_NOTHING_TO_RESUME", f"export {exp.name!r} is {exp.mode}: only chunked runs "
                              "with chunk_checkpoint can be resumed", "run without --resume")
         plain_scan = (rel.table and not where and not order_by
-                      and all(m.select_expr == d.quote_ident(m.name) for m in mappings)
+                      and all(m.select_expr == d.quote_ident(m.name) or m.scan_checkable for m in mappings)
                       and len(mappings) == len(columns))
         plan.tasks = [TaskSpec(None, base_sql, scan_table=rel.table if plain_scan else None)]
         plan.plan_hash = _plan_hash(exp, plan.read_schema, base_sql)

@@ -50,6 +50,9 @@ class ColumnMapping:
     fidelity: str             # "exact" | "text" | "refused"
     select_expr: str          # dialect SQL for this column in the server-side SELECT list (quoted column or a cast)
     note: str = ""            # why text / refused, naming the [exports.columns] override
+    # the guard in select_expr can instead be checked after a plain (fast, parallel) table scan: the reader looks
+    # for the value the scanner would turn the unrepresentable one into and asks the server (PostgreSQL NaN → 0)
+    scan_checkable: bool = False
 
     @property
     def field(self) -> pa.Field:
@@ -192,7 +195,8 @@ def _postgres(c: SourceColumn, d) -> ColumnMapping:
         # failing cast references the column so it is evaluated per row, not folded at plan time.
         msg = d.literal(f"{GUARD_MARKER}column {c.name} holds NaN; {override_hint(c.name)}")
         guard = (f"CASE WHEN {q} = 'NaN' THEN ({msg} || left({q}::text, 0))::numeric({p},{s}) ELSE {q} END")
-        return _exact(c, pa.decimal128(p, s), _as(d, guard, c.name), "a NaN value fails the read")
+        return ColumnMapping(c.name, c.native_type, pa.decimal128(p, s), "exact", _as(d, guard, c.name),
+                             "a NaN value fails the read", scan_checkable=True)
     if base in _PG_SIMPLE:
         return _exact(c, _PG_SIMPLE[base], q)
     if base in ("interval",) or base.startswith("interval "):

@@ -5,6 +5,7 @@ servers on 127.0.0.1. Emulators (moto, Azurite) live in tests/fixtures/emulators
 """
 from __future__ import annotations
 
+import engine  # noqa: F401  (first: lets mysql-connector's C extension load before pyarrow/duckdb)
 import os
 import uuid
 from urllib.parse import urlsplit, urlunsplit

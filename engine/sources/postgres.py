@@ -235,7 +235,33 @@ class PostgresSource(Source):
         infinity_checks = [(i, f.name) for i, f in enumerate(schema)
                            if (pa.types.is_timestamp(f.type) or pa.types.is_date(f.type))
                            and (f.metadata or {}).get(NATIVE_TYPE_KEY) is not None]
-        return self._stream(query, schema, batch_rows, threads, ordered=scan_table is None, checks=infinity_checks)
+        stream = self._stream(query, schema, batch_rows, threads, ordered=scan_table is None, checks=infinity_checks)
+        if scan_table is None:
+            return stream
+        decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
+        return self._nan_checked(stream, scan_table, decimals) if decimals else stream
+
+    def _nan_checked(self, stream: Iterator[pa.RecordBatch], table: str, decimals: list[str]):
+        """The plain scan reads numeric NaN as 0 (the query path guards it on the server instead). Watch the decimal
+        columns for zeros; only if one appeared, ask the server whether any of them holds NaN and refuse if so."""
+        zero_seen: set[str] = set()
+        for batch in stream:
+            for name in decimals:
+                if name not in zero_seen and pc.any(pc.equal(batch.column(name), 0)).as_py():
+                    zero_seen.add(name)
+            yield batch
+        if not zero_seen:
+            return
+        q = self._dialect.quote_ident
+        cols = sorted(zero_seen)
+        found = self._run(f"SELECT {', '.join(f'bool_or({q(c)} = {chr(39)}NaN{chr(39)})' for c in cols)} "
+                          f"FROM {self._dialect.quote_table(table)}")[0]
+        nan_cols = [c for c, hit in zip(cols, found) if hit]
+        if nan_cols:
+            raise RivetError("RIVET_SOURCE_UNREPRESENTABLE",
+                             f"{self._where}: column {nan_cols[0]} holds NaN, which no decimal can hold",
+                             f'add [exports.columns] {nan_cols[0]} = "text" to export it exactly as text',
+                             ExitClass.REFUSED)
 
     def _stream(self, query: str, schema: pa.Schema, batch_rows: int, threads: int | None, ordered: bool,
                 checks: list[tuple[int, str]]) -> Iterator[pa.RecordBatch]:

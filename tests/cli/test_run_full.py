@@ -137,3 +137,19 @@ def test_full_export_mariadb(tmp_path, my_orders):
     assert got == [tuple(r) for r in source]
     assert isinstance(got[0][3], Decimal)
     assert manifest(tmp_path / "out")["row_count"] == 20000
+
+
+def test_nan_in_bounded_numeric_is_refused_on_the_fast_scan_path(tmp_path, pg):
+    pg.sql("DROP TABLE IF EXISTS nan_t")
+    pg.sql("CREATE TABLE nan_t (id int PRIMARY KEY, n numeric(12,2))")
+    pg.sql("INSERT INTO nan_t VALUES (1, 1.50), (2, 0), (3, 'NaN')")
+    cfg = pg_config(tmp_path, pg, table="nan_t")
+    proc = rivet("run", "-c", cfg, "--no-tui", "--json")
+    assert proc.returncode == 5
+    err = json.loads(proc.stdout)["exports"][0]["error"]
+    assert err["code"] == "RIVET_SOURCE_UNREPRESENTABLE" and "column n holds NaN" in err["error"]
+    assert not list((tmp_path / "out/orders").glob("*.parquet"))   # the part of the failed read was not kept
+    pg.sql("DELETE FROM nan_t WHERE id = 3")    # zeros alone are fine: the server confirms no NaN
+    [exp] = run_json(cfg)["exports"]
+    assert exp["rows"] == 2
+    assert read_table(tmp_path / "out/orders").sort_by("id").column("n").to_pylist() == [Decimal("1.50"), Decimal("0.00")]
