@@ -48,6 +48,9 @@ CASES: list[dict] = [
     {"name": "pg floor: psql COPY binary 20M", "db": "pg", "table": "orders_20m", "argv": PG_COPY},
     {"name": "pg rivet full 20M", "db": "pg", "table": "orders_20m", "floor": "pg floor: psql COPY binary 20M",
      "export": {"mode": "full"}, "rss_vs": "pg rivet full"},
+    # issue 3: chunked, parallel 1 / 2 / 4 (5 chunks of 1 M ids); ratios are to the full export
+    *[{"name": f"pg rivet chunked p{n}", "db": "pg", "table": "orders", "floor": "pg rivet full",
+       "export": {"mode": "chunked", "chunk_size": 1_000_000, "parallel": n}} for n in (1, 2, 4)],
     {"name": "my floor: mariadb -e", "db": "mysql", "table": "orders",
      "argv": [*MARIADB, DB, "-e", "SELECT * FROM {table}"]},
     {"name": "my floor: mariadb --quick", "db": "mysql", "table": "orders",
