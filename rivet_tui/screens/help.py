@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 FIXED = (("escape", "Back / close / clear the filter"), ("ctrl+p", "Command palette: every action, run or open any export"),
-         ("up down pgup pgdn", "Move the selection"), ("mouse", "Click a row to select it, a footer key to press it"))
+         ("up down pgup pgdn", "Move the selection (ctrl+home / ctrl+end: first / last row)"), ("mouse", "Click a row to select it, a footer key to press it"))
 
 
 class HelpScreen(ModalScreen[None]):

@@ -4,8 +4,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from rich.text import Text
+from textual.geometry import Region
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 from rivet_tui.bridge import ExportState, human_bytes, human_count, human_duration
 
@@ -50,22 +51,47 @@ class DiffTable(DataTable):
             self.move_cursor(row=self.get_row_index(keep), animate=False)
 
     def patch(self, rows: Iterable[tuple[str, tuple[str, ...]]]) -> int:
-        """Update the cells that changed on rows already shown; returns how many cells were touched."""
-        touched = 0
+        """Update the cells that changed on rows already shown; returns how many cells were touched.
+
+        DataTable.update_cell bumps a table-wide counter that is part of every render-cache key, so one changed
+        cell repaints every visible cell (~60 ms a tick at 160x48 on 2 cores). Here only the changed rows' cache
+        entries are dropped and only their lines are marked dirty: a tick costs what the changed rows cost.
+        """
         keys = [c[0] for c in self.COLUMNS]
+        changed: dict[RowKey, int] = {}
+        touched = 0
         for key, cells in rows:
             old = self._cells.get(key)
             if old is None or old == cells:
                 continue
+            row_key = RowKey(key)
+            data = self._data[row_key]
             for i, (col, value) in enumerate(zip(keys, cells)):
                 if old[i] != value:
-                    try:
-                        self.update_cell(key, col, self.styled(col, value))
-                    except CellDoesNotExist:
-                        break
+                    data[ColumnKey(col)] = self.styled(col, value)
                     touched += 1
             self._cells[key] = cells
+            changed[row_key] = self._row_locations.get(row_key)
+        if changed:
+            self._forget_rows(changed)
         return touched
+
+    def _forget_rows(self, rows: dict[RowKey, int]) -> None:
+        """Drop the cached renders of these rows (key → index) and repaint only their lines (rows are 1 high)."""
+        indexes = set(rows.values())
+        header = self.header_height if self.show_header else 0
+        lines = {i + header for i in indexes}
+        for cache, hit in ((self._cell_render_cache, lambda k: k[0] in rows),
+                           (self._row_render_cache, lambda k: k[0] in rows),
+                           (self._row_renderable_cache, lambda k: k[1] in indexes),
+                           (self._line_cache, lambda k: k[0] in lines)):
+            for k in [k for k in cache.keys() if hit(k)]:
+                cache.discard(k)
+        width = max(self.size.width, self.virtual_size.width)
+        visible = [Region(0, y - self.scroll_offset.y, width, 1) for y in lines
+                   if header <= y - self.scroll_offset.y < self.size.height]
+        if visible:  # refresh() without regions would repaint everything
+            self.refresh(*visible)
 
     def selected_key(self) -> str | None:
         if not self.row_count:

@@ -1,8 +1,6 @@
 """The TUI driven by Pilot against the real engine and a real PostgreSQL database (no mocks)."""
 from __future__ import annotations
 
-import os
-
 from rivet_tui.app import RivetApp
 from rivet_tui.screens.confirm import ConfirmScreen
 from rivet_tui.screens.detail import DetailScreen
@@ -238,3 +236,36 @@ def test_no_color_renders_without_colour(tmp_path, shop, monkeypatch):
     assert hues(run(screenshot))                        # coloured by default
     monkeypatch.setenv("NO_COLOR", "1")
     assert hues(run(screenshot)) == set()
+
+
+def test_live_cells_repaint_correctly_when_scrolled(tmp_path, shop):
+    """Rows are repainted one by one (not the whole table): updates must land on the right lines, on screen or not."""
+    from engine import events as ev
+    from tests.tui.test_snapshots import screen_text
+    blocks = "".join(EVENTS.replace('name = "events"', f'name = "e{i:03d}"') for i in range(120))
+    config, store = make_config(tmp_path, shop, blocks)
+
+    def line_of(svg: str, name: str) -> str:
+        return next((line for line in screen_text(svg) if f" {name} " in line), "")
+
+    async def body():
+        app = RivetApp(config, store)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.loaded)
+            await pilot.press("ctrl+end")               # scroll to the last rows
+            await pilot.pause(0.3)
+            for name, rows in (("e119", 12_345), ("e000", 777), ("e100", 4_242)):
+                app.bridge(ev.ExportStarted(name, f"run-{name}", "incremental"))
+                app.bridge(ev.BatchWritten(name, f"run-{name}", rows, rows * 10))
+            await pilot.pause(0.6)
+            svg = app.export_screenshot()
+            assert "running" in line_of(svg, "e119") and "12,345" in line_of(svg, "e119")
+            assert "4,242" in line_of(svg, "e100")
+            assert line_of(svg, "e000") == ""           # scrolled away
+            assert "idle" in line_of(svg, "e118")       # the neighbours did not change
+            await pilot.press("ctrl+home")
+            await pilot.pause(0.3)
+            svg = app.export_screenshot()
+            assert "running" in line_of(svg, "e000") and "777" in line_of(svg, "e000")
+            assert "idle" in line_of(svg, "e001")
+    run(body)
