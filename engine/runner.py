@@ -89,6 +89,47 @@ class TaskResult:
     worker: str = "local"
 
 
+def _copy_task(task: TaskSpec, plan: ExportPlan, src, dest, emit: ev.Emit, basename: str, commit, committed) -> TaskResult:
+    """Fused read+write for a plain full-table scan to Parquet: the source's engine writes the files itself; we
+    hash them, count their rows from the footer and commit each, exactly like parts from PartWriter."""
+    import hashlib
+    import pyarrow.parquet as pq
+    exp = plan.export
+    spool = dest.spool_dir()
+    estimate = plan.rows_estimate or 0
+    seen = {"rows": 0}
+
+    def progress(fraction: float) -> None:   # the engine reports progress as a fraction: turn it into rows
+        rows = int(estimate * min(fraction, 1.0))
+        if rows > seen["rows"]:
+            emit(ev.BatchWritten(exp.name, plan.run_id, rows - seen["rows"], 0, task.index))
+            seen["rows"] = rows
+
+    parts: list[PartFile] = []
+    try:
+        files = src.copy_parquet(task.scan_table, plan.write_schema, spool / basename, exp.compression,
+                                 exp.max_file_size, plan.batch_rows, progress)
+        for i, path in enumerate(files, 1):
+            name = f"{basename}_part{i}.parquet" if exp.max_file_size else f"{basename}.parquet"
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(8 << 20):
+                    h.update(chunk)
+            part = PartFile(path, name, pq.read_metadata(path).num_rows, path.stat().st_size, "sha256:" + h.hexdigest())
+            commit(part)
+            parts.append(part)
+    finally:   # whatever was not committed (a failed or half-written file) leaves the spool
+        leftover = spool / basename
+        if leftover.is_dir():
+            for p in leftover.glob("*"):
+                p.unlink(missing_ok=True)
+            leftover.rmdir()
+        leftover.with_suffix(".parquet").unlink(missing_ok=True)
+    total = sum(p.rows for p in parts)
+    emit(ev.BatchWritten(exp.name, plan.run_id, total - seen["rows"], sum(p.size_bytes for p in parts), task.index))
+    return TaskResult(task.index, parts, total, None, worker=threading.current_thread().name)
+
+
 def prefetch(batches, depth: int = 2):
     """Pull batches on a helper thread so reading the source overlaps writing the part (both release the GIL).
     The bounded queue keeps at most `depth` batches in memory; an error on either side stops both."""
@@ -155,6 +196,9 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg, dest, emit: ev.Em
     throttle = exp.tuning.throttle_ms / 1000
     try:
         with open_source(source_cfg, exp.tuning) as src:
+            if (task.scan_table and exp.format == "parquet" and dest.kind != "stdout" and not throttle
+                    and hasattr(src, "copy_parquet")):
+                return _copy_task(task, plan, src, dest, emit, writer.basename, commit, committed)
             if threads and hasattr(src, "threads"):
                 src.threads = threads
             for batch in prefetch(src.read(task.sql, plan.read_schema, plan.batch_rows, task.scan_table)):

