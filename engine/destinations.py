@@ -56,7 +56,7 @@ class _FaultAtHalf(io.RawIOBase):
     """Test-only (RIVET_FAULT_AT=mid_upload): a file reader that kills the process once half was handed over."""
 
     def __init__(self, path: Path, size: int):
-        self._f, self._half, self._sent = open(path, "rb"), size // 2, 0
+        self._f, self._half, self._sent, self._hit = open(path, "rb"), size // 2, 0, False
 
     def readable(self) -> bool:
         return True
@@ -64,7 +64,8 @@ class _FaultAtHalf(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
         self._sent += len(data)
-        if self._sent >= self._half:
+        if self._sent >= self._half and not self._hit:
+            self._hit = True   # one hit per upload, so RIVET_FAULT_AFTER=N counts parts, not reads
             fault("mid_upload")
         return data
 
