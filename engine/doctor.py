@@ -60,4 +60,52 @@ def run_checks(options: dict) -> list[Check]:
             checks.append(Check(name, True, f"{dest.uri} writable"))
         except Exception as e:  # noqa: BLE001
             checks.append(_fail(name, e))
+    if config.executor.type == "dask":
+        checks.extend(executor_checks(config))
     return checks
+
+
+def executor_checks(config) -> list[Check]:
+    """[executor] type = "dask": the scheduler answers, and on every worker the rivet package imports, the source
+    answers with that worker's own credentials and each (shared) destination takes a probe object."""
+    import uuid
+    from engine.executors import DaskExecutor, connect
+    from engine.remote import probe_worker, strip_password
+    try:
+        executor = DaskExecutor(config)        # Dask installed, address set, destinations shareable
+        client = connect(executor.address, timeout_s=5)
+    except Exception as e:  # noqa: BLE001
+        return [_fail("executor", e)]
+    try:
+        workers = sorted(client.scheduler_info()["workers"])
+        checks = [Check("executor", bool(workers), f"dask scheduler {executor.address} ({len(workers)} workers)",
+                        "" if workers else f"start workers: dask worker {executor.address}")]
+        seen, dests = set(), []
+        for exp in config.exports:
+            if exp.destination.type != "stdout" and repr(exp.destination) not in seen:
+                seen.add(repr(exp.destination))
+                dests.append((exp.destination, exp.name))
+        tag = uuid.uuid4().hex[:8]
+        futures = {w: client.submit(probe_worker, strip_password(config.source), executor.rule, dests, workers=[w],
+                                    allow_other_workers=False, pure=False, key=f"rivet-doctor-{tag}-{i}")
+                   for i, w in enumerate(workers)}
+        for w, fut in futures.items():
+            name = f"worker {w}"
+            try:
+                results = fut.result(timeout=120)
+            except ImportError as e:
+                checks.append(Check(name, False, f"cannot import the rivet package: {e}",
+                                    "install the same rivet version (pip install rivet[dask]) on every worker"))
+                continue
+            except Exception as e:  # noqa: BLE001
+                checks.append(_fail(name, e))
+                continue
+            bad = [r for r in results if not r[1]]
+            if bad:
+                what, _, detail, hint = bad[0]
+                checks.append(Check(name, False, f"{what}: {detail}", hint))
+            else:
+                checks.append(Check(name, True, "rivet imports; " + ", ".join(r[0] for r in results) + " ok"))
+        return checks
+    finally:
+        client.close()

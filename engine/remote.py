@@ -1,0 +1,230 @@
+"""What crosses the wire to a cluster worker, and what the worker runs (docs/dask.md).
+
+The coordinator builds a `TaskEnvelope` per chunk attempt: the TaskSpec, the ExportPlan (without its task list),
+the DestinationConfig + export name + run id + the run's start time (the worker opens its own Destination), and
+the SourceConfig WITHOUT its password. Credentials never travel: a worker resolves them from its own environment
+(`CredentialRule`), exactly as the destination credentials are resolved from the variables the config names.
+
+`run_envelope` is the function a worker runs: it calls the same pure `execute_task` as the local executor, collects
+the events it emits (replayed by the coordinator, in order) and returns an `Outcome` — never raises, because a
+RivetError does not survive pickling (its constructor takes more than the message).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from engine import events as ev
+from engine.config import DestinationConfig, SourceConfig
+from engine.errors import ExitClass, RivetError, internal
+
+PASSWORD_VAR = "RIVET_SOURCE_PASSWORD"     # a worker's password when [source] names no variable for it
+TASK_TOPIC = "rivet-task"                  # workers announce {"key", "worker"} when an attempt starts
+_SECRET_QUERY_KEYS = {"password", "pwd", "sslpassword"}
+
+
+@dataclass(frozen=True)
+class CredentialRule:
+    """Where a worker finds the source password: `password` = the variable holds the password (password_env, or
+    RIVET_SOURCE_PASSWORD), `url` = the variable holds a connection URL whose password is taken (url_env).
+    `needed` is False when the coordinator's URL carries no password (trust/peer/certificate auth)."""
+    var: str = PASSWORD_VAR
+    kind: str = "password"                  # password | url
+    needed: bool = False
+
+
+def credential_rule(source: SourceConfig, raw_source: dict) -> CredentialRule:
+    """Decide the rule from the [source] table as written (names only, never values)."""
+    needed = bool(_password_of(source.url))
+    for key, kind in (("password_env", "password"), ("url_env", "url")):
+        name = raw_source.get(key)
+        if isinstance(name, str) and name and "${" not in name:
+            return CredentialRule(name, kind, needed)
+    return CredentialRule(PASSWORD_VAR, "password", needed)
+
+
+def strip_password(source: SourceConfig) -> SourceConfig:
+    """The SourceConfig a worker receives: the URL without a password (userinfo or password= query keys)."""
+    parts = urlsplit(source.url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = userinfo.split(":", 1)[0] + "@" + host
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if k.lower() not in _SECRET_QUERY_KEYS])
+    return replace(source, url=urlunsplit(parts._replace(netloc=netloc, query=query)))
+
+
+def with_worker_password(source: SourceConfig, rule: CredentialRule) -> SourceConfig:
+    """On the worker: put the password from this machine's environment back into the URL."""
+    if not rule.needed:
+        return source
+    from engine import secrets
+    value = os.environ.get(rule.var) or ""
+    password = _password_of(value) if rule.kind == "url" else value
+    if not password:
+        what = "a URL with a password" if rule.kind == "url" else "the source password"
+        raise RivetError("RIVET_EXECUTOR_WORKER_CREDENTIALS",
+                         f"worker has no source password: environment variable {rule.var} ({what}) is not set",
+                         f"set {rule.var} in every worker's environment; credentials are never shipped to workers")
+    secrets.register(password)
+    secrets.register(quote(password, safe=""))
+    parts = urlsplit(source.url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}:{quote(password, safe='')}@{host}"
+    return replace(source, url=urlunsplit(parts._replace(netloc=netloc)))
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            return unquote(parts.password)
+        for k, v in parse_qsl(parts.query):
+            if k.lower() in _SECRET_QUERY_KEYS and v:
+                return v
+    except ValueError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class TaskEnvelope:
+    task: object                            # planner.TaskSpec
+    plan: object                            # planner.ExportPlan with tasks=[] (each envelope carries one task)
+    source: SourceConfig                    # password removed
+    credentials: CredentialRule
+    destination: DestinationConfig          # names credential variables, holds no secret
+    export_name: str
+    run_id: str
+    started: datetime                       # fills {date} exactly as on the coordinator
+
+
+@dataclass
+class Outcome:
+    worker: str
+    result: object = None                   # runner.TaskResult on success
+    events: list[ev.Event] = field(default_factory=list)
+    error: dict | None = None               # RivetError fields on failure
+    trace: str = ""                         # traceback of an unexpected exception (shown with RIVET_DEBUG)
+
+
+def error_fields(e: RivetError) -> dict:
+    return {"code": e.code, "message": e.message, "hint": e.hint, "exit_class": int(e.exit_class),
+            "transient": e.transient}
+
+
+def error_from_fields(d: dict) -> RivetError:
+    return RivetError(d["code"], d["message"], d["hint"], ExitClass(d["exit_class"]), d["transient"])
+
+
+def worker_name() -> str:
+    """This worker's address (tcp://host:port): the name shown beside a chunk in the TUI and the journal."""
+    try:
+        from distributed import get_worker
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return threading.current_thread().name
+
+
+def _announce(name: str) -> None:
+    """Tell the coordinator (through the scheduler) which worker runs this attempt, as it starts."""
+    try:
+        from distributed import get_worker
+        w = get_worker()
+        w.log_event(TASK_TOPIC, {"key": str(w.get_current_task()), "worker": name})
+    except (ImportError, ValueError):
+        pass
+
+
+def _abandoned() -> bool:
+    """The coordinator gave up on this attempt (cancelled after a worker loss): stop instead of running twice."""
+    try:
+        from distributed import get_worker
+        w = get_worker()
+        key = w.get_current_task()
+        ts = w.state.tasks.get(key)
+        return ts is None or ts.state in ("cancelled", "released", "forgotten")
+    except (ImportError, ValueError, AttributeError, KeyError):
+        return False
+
+
+def run_envelope(envelope: TaskEnvelope) -> Outcome:
+    """The function a Dask worker runs for one chunk attempt. Pure: reads the source window, commits parts to the
+    destination, returns rows/parts/events. Never touches the state file (it never imports engine.state)."""
+    from engine.destinations import open_destination
+    from engine.runner import execute_task
+
+    name = worker_name()
+    out = Outcome(name)
+    _announce(name)
+
+    def collect(event: ev.Event) -> None:
+        out.events.append(event)
+        if isinstance(event, ev.BatchWritten) and _abandoned():
+            raise RivetError("RIVET_EXECUTOR_ABANDONED", "the coordinator abandoned this attempt",
+                             "another attempt of this chunk runs instead", ExitClass.TRANSIENT, transient=True)
+
+    dest = None
+    try:
+        source = with_worker_password(envelope.source, envelope.credentials)
+        dest = open_destination(envelope.destination, envelope.export_name, envelope.run_id, envelope.started)
+        tr = execute_task(envelope.task, envelope.plan, source, dest, collect, _task_threads())
+        tr.worker = name
+        out.result = tr
+    except RivetError as e:
+        out.error = error_fields(e)
+    except Exception as e:  # noqa: BLE001 - a bug on the worker: one line back, traceback kept for RIVET_DEBUG
+        out.error = error_fields(internal(e))
+        out.trace = traceback.format_exc()
+    finally:
+        # A local spool is shared by every task of the run (the coordinator removes it at the end); a cloud
+        # destination's spool is this task's own temp dir.
+        if dest is not None and dest.kind != "local":
+            dest.close()
+    return out
+
+
+def _task_threads() -> int:
+    """DuckDB threads for one task: this machine's cores shared by the worker's task slots."""
+    try:
+        from distributed import get_worker
+        slots = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        slots = 1
+    return max(1, (os.cpu_count() or 2) // max(1, slots))
+
+
+def probe_worker(source: SourceConfig, rule: CredentialRule,
+                 destinations: list[tuple[DestinationConfig, str]]) -> list[tuple[str, bool, str, str]]:
+    """`rivet doctor` on one worker: the package imports (this runs), the source answers with this worker's own
+    credentials, each destination takes a small object. Returns (check, ok, detail, hint) tuples."""
+    from datetime import timezone
+    from engine.destinations import open_destination
+    from engine.secrets import redact
+    from engine.sources import open_source
+
+    def failed(what: str, e: Exception) -> tuple[str, bool, str, str]:
+        if isinstance(e, RivetError):
+            return what, False, f"error[{e.code}]: {e.message}", e.hint
+        return what, False, redact(f"{type(e).__name__}: {e}"), ""
+
+    checks: list[tuple[str, bool, str, str]] = []
+    try:
+        with open_source(with_worker_password(source, rule)) as src:
+            checks.append(("source", True, src.server_version(), ""))
+    except Exception as e:  # noqa: BLE001
+        checks.append(failed("source", e))
+    now = datetime.now(timezone.utc)
+    for cfg, export in destinations:
+        try:
+            dest = open_destination(cfg, export, "doctor", now)
+            dest.probe()
+            checks.append((f"destination {export}", True, f"{dest.uri} writable", ""))
+        except Exception as e:  # noqa: BLE001
+            checks.append(failed(f"destination {export}", e))
+    return checks

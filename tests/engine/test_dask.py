@@ -1,0 +1,267 @@
+"""The Dask executor (issue 9) on a real LocalCluster (2 worker processes) with real PostgreSQL and the S3 emulator.
+
+What a user would check: the cluster's export equals the local one row for row; killing a worker mid-run still
+ends with a complete, exact export whose manifest holds no part of the killed attempt; the workers never open the
+state file; credentials come from the workers' own environment; a local destination is refused for a remote
+cluster; without Dask installed, `type = "dask"` fails with a one-line hint; `rivet doctor` probes every worker.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from engine.config import load_config  # noqa: E402
+from engine.destinations import open_destination  # noqa: E402
+from engine.errors import RivetError  # noqa: E402
+from engine.executors import DaskExecutor, make_executor  # noqa: E402
+from engine.runner import Runner, RunOptions  # noqa: E402
+from engine.state import StateStore  # noqa: E402
+from tests.helpers import ROOT, write_config  # noqa: E402
+
+ROWS = 12_000
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                      scheduler_kwargs={"dashboard": False},
+                      host="127.0.0.1") as lc, Client(lc) as client:
+        yield lc, client
+
+
+@pytest.fixture(scope="module")
+def items(pg):
+    pg.sql("DROP TABLE IF EXISTS dask_items")
+    pg.sql("CREATE TABLE dask_items (id bigint PRIMARY KEY, v text, amount numeric(12,2), at timestamptz)")
+    pg.sql(f"INSERT INTO dask_items SELECT g, 'v' || g, g * 1.25, timestamptz '2024-01-01 00:00:00+00' "
+           f"+ g * interval '1 s' FROM generate_series(1, {ROWS}) g")
+    return pg
+
+
+def dest_toml(cfg) -> str:
+    fields = {k: v for k, v in cfg.__dict__.items() if v not in (None, "")}
+    return "{ " + ", ".join(f'{k} = "{v}"' for k, v in fields.items()) + " }"
+
+
+def make_config(tmp_path, url, dest, executor: str = "", tuning: str = "batch_size = 1000", chunk_size: int = 2000,
+                extra: str = ""):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return load_config(write_config(tmp_path / "rivet.toml", f"""
+        [source]
+        type = "postgres"
+        url = "{url}"
+        {executor}
+
+        [[exports]]
+        name = "items"
+        table = "dask_items"
+        mode = "chunked"
+        chunk_size = {chunk_size}
+        parallel = 2
+        chunk_max_attempts = 3
+        destination = {dest_toml(dest)}
+        {extra}
+
+        [exports.tuning]
+        retry_backoff_ms = 50
+        {tuning}
+        """))
+
+
+def dask_section(lc) -> str:
+    return f'[executor]\n        type = "dask"\n        address = "{lc.scheduler_address}"'
+
+
+def run(config, events: list | None = None):
+    store = StateStore(config.state_path)
+    (result,) = Runner(config, store, events.append if events is not None else (lambda e: None), RunOptions()).run()
+    return result, store
+
+
+def read_manifest_rows(dest_cfg) -> tuple[pa.Table, dict, list[str]]:
+    dest = open_destination(dest_cfg, "items", "x", datetime.now(timezone.utc))
+    manifest = json.loads(dest.get_bytes("manifest.json"))
+    table = pa.concat_tables([pq.read_table(io.BytesIO(dest.get_bytes(p["path"]))) for p in manifest["parts"]])
+    return table.sort_by("id"), manifest, [name for name, _ in dest.list()]
+
+
+def test_cluster_export_equals_local_and_workers_never_open_state(tmp_path, items, s3_bucket, cluster):
+    lc, client = cluster
+    local_dest, dask_dest = s3_bucket.destination("local/"), s3_bucket.destination("dask/")
+    result, _ = run(make_config(tmp_path / "a", items.url, local_dest))
+    assert result.status == "succeeded", result.error
+
+    seen: dict[int, set[str]] = {}
+    stop = threading.Event()
+
+    def watch_worker_files():   # sample every worker process's open files while the export runs
+        import psutil
+        while not stop.is_set():
+            for pid in client.run(os.getpid).values():
+                try:
+                    seen.setdefault(pid, set()).update(f.path for f in psutil.Process(pid).open_files())
+                except psutil.Error:
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_worker_files, daemon=True)
+    events: list = []
+    config = make_config(tmp_path / "b", items.url, dask_dest, dask_section(lc), tuning="batch_size = 300")
+    watcher.start()
+    try:
+        result, store = run(config, events)
+    finally:
+        stop.set()
+        watcher.join()
+    assert result.status == "succeeded", result.error
+    assert result.rows == ROWS
+
+    local, _, _ = read_manifest_rows(local_dest)
+    remote, manifest, objects = read_manifest_rows(dask_dest)
+    assert remote.equals(local)                       # row for row, types and values
+    assert remote.column("id").to_pylist() == list(range(1, ROWS + 1))
+    assert objects[-2:] == ["_SUCCESS", "manifest.json"] or {"_SUCCESS", "manifest.json"} <= set(objects)
+
+    workers = set(client.scheduler_info()["workers"])
+    finished = [e for e in events if type(e).__name__ == "ChunkFinished"]
+    assert len(finished) == 6 and {e.worker for e in finished} <= workers and len({e.worker for e in finished}) == 2
+    batches = [e for e in events if type(e).__name__ == "BatchWritten"]
+    assert sum(e.rows for e in batches) == ROWS      # worker events replayed on the coordinator
+    assert {r["status"] for r in store.chunk_tasks(result.run_id)} == {"completed"}
+
+    # The coordinator alone touches state: no worker ever held the file open, or even imported the state module.
+    state = str(config.state_path)
+    assert seen and not any(state in paths or any(p.endswith(".duckdb") for p in paths) for paths in seen.values())
+    assert not any(client.run(lambda: "engine.state" in sys.modules).values())
+
+
+def test_killed_worker_counts_as_an_attempt_and_the_export_stays_exact(tmp_path, items, s3_bucket, cluster):
+    lc, client = cluster
+    dest = s3_bucket.destination("killed/")
+    config = make_config(tmp_path, items.url, dest, dask_section(lc), tuning="batch_size = 200\n        throttle_ms = 40",
+                         chunk_size=3000, extra='max_file_size = "8KB"')   # several parts per chunk
+    events: list = []
+    killed: list[int] = []
+
+    def kill_a_worker_with_a_committed_part():
+        """SIGKILL the worker of a chunk attempt that already committed a part (it can never clean that up)."""
+        probe = open_destination(dest, "items", "x", datetime.now(timezone.utc))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            running = {str(k).split("-")[-2]: w for w, keys in client.processing().items() for k in keys}
+            for part in (n for n, _ in probe.list() if n.endswith(".parquet")):
+                worker = running.get(part.split("_chunk")[1].split("_")[0])   # key: rivet-<export>-<run>-<chunk>-<nonce>
+                if worker:
+                    os.kill(client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+                    killed.append(part)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_worker_with_a_committed_part, daemon=True)
+    killer.start()
+    result, store = run(config, events)
+    killer.join()
+    assert killed, "no chunk attempt was caught with a committed part"
+    assert result.status == "succeeded", result.error
+
+    table, manifest, objects = read_manifest_rows(dest)
+    assert table.column("id").to_pylist() == list(range(1, ROWS + 1))     # every row exactly once
+    retried = [e for e in events if type(e).__name__ == "Retrying"]
+    assert any("RIVET_EXECUTOR_WORKER_LOST" in e.error or "died" in e.error for e in retried), retried
+    assert result.retries >= 1
+    assert max(t["attempts"] for t in store.chunk_tasks(result.run_id)) >= 2   # counted against chunk_max_attempts
+    listed = {p["path"] for p in manifest["parts"]}
+    logged = {f["path"] for f in store.files("items", run_id=result.run_id)}
+    assert listed == logged and killed[0] in objects and killed[0] not in listed   # the orphan stays out
+    client.wait_for_workers(2, timeout=30)             # the nanny restarts the worker for the next test
+
+
+def test_credentials_come_from_the_workers_environment(tmp_path, items, s3_bucket, cluster):
+    lc, client = cluster
+    secret = "dask-worker-secret-5521"
+    url = items.url.replace("postgres@", f"postgres:{secret}@")      # trust auth: any password connects
+    dest = s3_bucket.destination("creds/")
+    config = make_config(tmp_path, url, dest, dask_section(lc))
+    from engine.planner import TaskSpec
+    envelope = DaskExecutor(config).envelope(TaskSpec(0, "SELECT 1"), _plan_for(config), config.source)
+    assert secret.encode() not in pickle.dumps(envelope)             # the password never travels
+
+    result, _ = run(config)
+    assert result.status == "failed" and result.error.code == "RIVET_EXECUTOR_WORKER_CREDENTIALS"
+    assert secret not in result.error.message and "RIVET_SOURCE_PASSWORD" in result.error.message
+
+    client.run(lambda: os.environ.update(RIVET_SOURCE_PASSWORD=secret))   # each worker's own environment
+    try:
+        result, _ = run(config)
+    finally:
+        client.run(lambda: os.environ.pop("RIVET_SOURCE_PASSWORD", None))
+    assert result.status == "succeeded" and result.rows == ROWS, result.error
+
+
+def _plan_for(config):
+    from engine.planner import plan_export
+    from engine.sources import open_source
+    exp = config.exports[0]
+    with open_source(config.source, exp.tuning) as src:
+        return plan_export(exp, src, StateStore(config.state_path))
+
+
+def test_local_destination(tmp_path, items, cluster):
+    lc, _ = cluster
+    from engine.config import DestinationConfig
+    dest = DestinationConfig(type="local", path=str(tmp_path / "out"))
+    remote = make_config(tmp_path / "r", items.url, dest, '[executor]\n        type = "dask"\n'
+                         '        address = "tcp://10.255.255.1:8786"')
+    with pytest.raises(RivetError) as refused:
+        make_executor(remote)                         # before any connection or task
+    assert refused.value.code == "RIVET_EXECUTOR_LOCAL_DESTINATION" and int(refused.value.exit_class) == 5
+
+    result, _ = run(make_config(tmp_path / "l", items.url, dest, dask_section(lc)))   # a cluster on this machine
+    assert result.status == "succeeded" and result.rows == ROWS
+    assert not (tmp_path / "out" / ".rivet-staging").exists() or not any((tmp_path / "out" / ".rivet-staging").iterdir())
+
+
+def test_without_dask_one_line_hint(tmp_path, items, s3_bucket):
+    cfg = make_config(tmp_path, items.url, s3_bucket.destination("x/"),
+                      '[executor]\n        type = "dask"\n        address = "tcp://127.0.0.1:1"').path
+    code = ("import sys; sys.modules['distributed'] = None; from rivet_tui.cli import main; "
+            f"sys.argv = ['rivet', 'run', '-c', {str(cfg)!r}, '--no-tui']; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert any("RIVET_EXECUTOR_DASK_MISSING" in line for line in lines), proc.stderr
+    assert any("pip install rivet[dask]" in line for line in lines)
+    assert "Traceback" not in proc.stderr
+
+
+def test_doctor_probes_every_worker(tmp_path, items, s3_bucket, cluster):
+    lc, client = cluster
+    from engine.doctor import run_checks
+    cfg = make_config(tmp_path, items.url, s3_bucket.destination("doc/"), dask_section(lc)).path
+    checks = {c.name: c for c in run_checks({"config_path": str(cfg)})}
+    assert checks["executor"].ok and "2 workers" in checks["executor"].detail
+    for worker in client.scheduler_info()["workers"]:
+        assert checks[f"worker {worker}"].ok, checks[f"worker {worker}"]
+    down = make_config(tmp_path / "down", items.url, s3_bucket.destination("doc/"),
+                       '[executor]\n        type = "dask"\n        address = "tcp://127.0.0.1:9"').path
+    t0 = time.monotonic()
+    failed = {c.name: c for c in run_checks({"config_path": str(down)})}
+    assert not failed["executor"].ok and "RIVET_EXECUTOR_UNREACHABLE" in failed["executor"].detail
+    assert time.monotonic() - t0 < 20
