@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
-from tests.tui.conftest import EVENTS, GHOST, make_config
+from tests.helpers import ROOT, manifest, run_json
+from tests.tui.conftest import EVENTS, GHOST, ORDERS, ROWS, make_config
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (apt-get install -y tmux)")
 
@@ -48,17 +49,30 @@ def tmux():
     t("kill-server")
 
 
-def test_rivet_tui_in_a_real_terminal(tmp_path, shop, tmux):
-    fillers = "".join(GHOST.replace('name = "ghost"', f'name = "fill_{i:03d}"') for i in range(100))
-    make_config(tmp_path, shop, EVENTS + GHOST + fillers + EVENTS.replace('name = "events"', 'name = "late"'))
+def start(tmux, tmp_path, args: str) -> Path:
+    """Run `python -m rivet_tui.cli ARGS` in the tmux session; returns the file its exit code lands in."""
     env = {"PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "COLORTERM": "truecolor"}
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     code_file = tmp_path / "exit_code"
-    # LINES/COLUMNS from the test runner's environment would override the real terminal size
-    command = (f"cd {shlex.quote(str(tmp_path))} && env -u LINES -u COLUMNS {exports} {shlex.quote(sys.executable)} "
-               "-m rivet_tui.cli tui "
-               f"-c rivet.toml; echo $? > {shlex.quote(str(code_file))}")
+    # LINES/COLUMNS from the test runner's environment would override the real terminal size; CI forces headless
+    command = (f"cd {shlex.quote(str(tmp_path))} && env -u LINES -u COLUMNS -u CI {exports} "
+               f"{shlex.quote(sys.executable)} -m rivet_tui.cli {args}; echo $? > {shlex.quote(str(code_file))}")
     tmux("new-session", "-d", "-s", "rivet", "-x", "160", "-y", "48", command)
+    return code_file
+
+
+def exit_code(code_file: Path, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while not code_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert code_file.exists(), f"still running after {timeout}s"
+    return int(code_file.read_text().strip())
+
+
+def test_rivet_tui_in_a_real_terminal(tmp_path, shop, tmux):
+    fillers = "".join(GHOST.replace('name = "ghost"', f'name = "fill_{i:03d}"') for i in range(100))
+    make_config(tmp_path, shop, EVENTS + GHOST + fillers + EVENTS.replace('name = "events"', 'name = "late"'))
+    code_file = start(tmux, tmp_path, "tui -c rivet.toml")
     for text in ("Export", "events", "ghost", "Committed", "Quit", "palette"):
         screen = tmux.wait_for(text)
     assert "Quit" in screen.splitlines()[47], "the footer belongs on row 48 of 48:\n" + screen
@@ -89,8 +103,29 @@ def test_rivet_tui_in_a_real_terminal(tmp_path, shop, tmux):
     tmux("send-keys", "-t", "rivet", "Escape")
     time.sleep(0.3)
     tmux("send-keys", "-t", "rivet", "q")
-    deadline = time.monotonic() + 20
-    while not code_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert code_file.read_text().strip() == "0"
+    assert exit_code(code_file) == 0
     assert os.path.exists(tmp_path / ".rivet/state.duckdb")
+
+
+def test_rivet_run_on_a_terminal_opens_the_tui_and_quit_now_leaves_state_resumable(tmp_path, shop, tmux):
+    """`rivet run` on a TTY starts the exports in the TUI; q, y stops after the task in flight; q, y again quits at
+    once (the task in flight is abandoned, as if killed). The next headless run resumes and completes."""
+    slow = ORDERS.replace("chunk_size = 2000", "chunk_size = 5000").replace("parallel = 2", "parallel = 1")
+    make_config(tmp_path, shop, slow + "[exports.tuning]\nbatch_size = 2500\nthrottle_ms = 2500\n")  # 5 s a chunk
+    code_file = start(tmux, tmp_path, "run -c rivet.toml")
+    tmux.wait_for("running")                            # started without a key press
+    tmux.wait_for(" 1/4")
+    tmux("send-keys", "-t", "rivet", "q")
+    tmux.wait_for("Stop and quit")
+    tmux("send-keys", "-t", "rivet", "y")
+    tmux.wait_for("stopping")
+    tmux("send-keys", "-t", "rivet", "q")
+    tmux.wait_for("Quit now")
+    t0 = time.monotonic()
+    tmux("send-keys", "-t", "rivet", "y")
+    assert exit_code(code_file, timeout=10) == 2         # transient: run again
+    assert time.monotonic() - t0 < 3                    # did not wait for the chunk in flight
+    make_config(tmp_path, shop, slow)                   # tuning is not part of the plan: the run still resumes
+    [result] = run_json(tmp_path / "rivet.toml")["exports"]
+    assert result["status"] == "succeeded"
+    assert manifest(tmp_path / "out/orders")["row_count"] == ROWS
