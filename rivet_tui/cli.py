@@ -123,10 +123,19 @@ def tui_cmd(ctx):
 @click.option("--validate", "do_validate", is_flag=True, help="validate the destination after the run")
 @click.option("--reconcile", "do_reconcile", is_flag=True, help="validate and count the source after the run")
 @click.option("-p", "--param", "params", multiple=True, metavar="K=V", help="fill ${K} in the config")
-def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict, do_validate, do_reconcile, params):
+@click.option("--executor", "executor_type", type=click.Choice(["local", "dask"]), default=None,
+              help="where chunk tasks run (overrides [executor] type)")
+@click.option("--scheduler", default=None, metavar="ADDR", help="Dask scheduler, e.g. tcp://host:8786 (implies dask)")
+def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict, do_validate, do_reconcile, params,
+            executor_type, scheduler):
     """Run exports."""
     from engine.runner import RunOptions, Runner, worst_exit
     config = load(ctx, params)
+    if executor_type or scheduler:
+        from dataclasses import replace
+        from engine.config import ExecutorConfig
+        kind = executor_type or "dask"
+        config = replace(config, executor=ExecutorConfig(kind, scheduler or config.executor.address))
     selected = config.select(list(names))
     if any(e.destination.type == "stdout" for e in selected) and (len(selected) > 1 or as_json):
         raise RivetError("RIVET_CLI_STDOUT_ONE_EXPORT", "an export with destination type \"stdout\" must run alone "
@@ -141,10 +150,12 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
     store = open_store(ctx, config)
     options = RunOptions(names=list(names), parallel_exports=parallel_exports, resume=resume, force=force,
                          strict=strict, lock_wait_s=opts(ctx).get("lock_wait") or 60.0)
+    from engine.executors import make_executor
+    executor = make_executor(config, list(names))   # checked before any export starts (e.g. a local destination)
     from rivet_tui.headless import HeadlessProgress, print_json, print_summary
     t0 = time.monotonic()
     with HeadlessProgress(err_console) as progress:
-        results = Runner(config, store, progress, options).run()
+        results = Runner(config, store, progress, options, executor).run()
     print_summary(err_console, results, time.monotonic() - t0, json_errors=bool(opts(ctx).get("json_errors")))
     code = worst_exit(results)
     extra = {}

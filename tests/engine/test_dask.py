@@ -26,11 +26,10 @@ distributed = pytest.importorskip("distributed")
 
 from engine.config import load_config  # noqa: E402
 from engine.destinations import open_destination  # noqa: E402
-from engine.errors import RivetError  # noqa: E402
-from engine.executors import DaskExecutor, make_executor  # noqa: E402
+from engine.executors import DaskExecutor  # noqa: E402
 from engine.runner import Runner, RunOptions  # noqa: E402
 from engine.state import StateStore  # noqa: E402
-from tests.helpers import ROOT, write_config  # noqa: E402
+from tests.helpers import ROOT, read_table, rivet, write_config  # noqa: E402
 
 ROWS = 12_000
 pytestmark = pytest.mark.timeout(120)
@@ -222,19 +221,23 @@ def _plan_for(config):
         return plan_export(exp, src, StateStore(config.state_path))
 
 
-def test_local_destination(tmp_path, items, cluster):
+def test_local_destination_needs_a_cluster_on_this_machine(tmp_path, items, cluster):
+    """Through the CLI flags: refused (exit 5) for a remote scheduler before anything connects; allowed for a
+    LocalCluster on 127.0.0.1, whose workers see this machine's paths."""
     lc, _ = cluster
     from engine.config import DestinationConfig
-    dest = DestinationConfig(type="local", path=str(tmp_path / "out"))
-    remote = make_config(tmp_path / "r", items.url, dest, '[executor]\n        type = "dask"\n'
-                         '        address = "tcp://10.255.255.1:8786"')
-    with pytest.raises(RivetError) as refused:
-        make_executor(remote)                         # before any connection or task
-    assert refused.value.code == "RIVET_EXECUTOR_LOCAL_DESTINATION" and int(refused.value.exit_class) == 5
+    out = tmp_path / "out"
+    cfg = make_config(tmp_path, items.url, DestinationConfig(type="local", path=str(out))).path   # no [executor]
+    refused = rivet("run", "-c", cfg, "--no-tui", "--scheduler", "tcp://10.255.255.1:8786", cwd=tmp_path,
+                    timeout=60, check=5)
+    assert "RIVET_EXECUTOR_LOCAL_DESTINATION" in refused.stderr and not out.exists()
 
-    result, _ = run(make_config(tmp_path / "l", items.url, dest, dask_section(lc)))   # a cluster on this machine
-    assert result.status == "succeeded" and result.rows == ROWS
-    assert not (tmp_path / "out" / ".rivet-staging").exists() or not any((tmp_path / "out" / ".rivet-staging").iterdir())
+    proc = rivet("run", "-c", cfg, "--no-tui", "--json", "--executor", "dask", "--scheduler", lc.scheduler_address,
+                 cwd=tmp_path, timeout=120, check=0)
+    (summary,) = json.loads(proc.stdout)["exports"]
+    assert summary["status"] == "succeeded" and summary["rows"] == ROWS
+    assert read_table(out).sort_by("id").column("id").to_pylist() == list(range(1, ROWS + 1))
+    assert not (out / ".rivet-staging").exists()      # the shared spool is cleaned by the coordinator
 
 
 def test_without_dask_one_line_hint(tmp_path, items, s3_bucket):
