@@ -42,6 +42,9 @@ def _list_tables(src) -> list[str]:
     if src.engine == "postgres":
         sql = ("SELECT table_schema || '.' || table_name AS t FROM information_schema.tables WHERE table_type = 'BASE "
                "TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")
+    elif src.engine == "mssql":
+        sql = ("SELECT s.name + '.' + t.name AS t FROM sys.tables t JOIN sys.schemas s ON s.schema_id = t.schema_id "
+               "WHERE t.is_ms_shipped = 0 ORDER BY 1")
     else:
         sql = ("SELECT table_name AS t FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
                "AND table_schema = DATABASE() ORDER BY 1")

@@ -250,4 +250,102 @@ def dialect_for(engine: str, **kw) -> Dialect:
         return PostgresDialect()
     if engine == "mysql":
         return MySQLDialect(**kw)
+    if engine == "mssql":
+        return MssqlDialect()
     raise ValueError(engine)
+
+
+class MssqlDialect(Dialect):
+    """SQL Server (T-SQL): identifiers in [brackets] (a `]` inside is doubled), strings as N'…' (Unicode) literals.
+
+    Date/time values are written so that the server converts them to the compared column's own type, exactly and
+    independent of SET DATEFORMAT / LANGUAGE:
+    - a naive datetime is an untyped ISO 8601 string ('2024-01-02T03:04:05.123'). A typed datetime2(7) literal
+      would make a `datetime` column compare by its exact 1/300 s value (…05.1233333 > …05.123000) and re-select
+      the last row of every incremental run; the string becomes a `datetime` there and a `datetime2` elsewhere.
+      Three fractional digits when the value has no finer part (a `datetime` accepts at most three), else six.
+    - an aware datetime is a datetimeoffset(7); a date CONVERT(date, 'yyyymmdd', 112); a time a time(7).
+    """
+    name = "mssql"
+    quote_char = "["
+
+    def quote_ident(self, name: str) -> str:
+        super().quote_ident(name)   # the same refusals (empty, NUL)
+        return "[" + name.replace("]", "]]") + "]"
+
+    def split_table(self, name: str) -> list[str]:
+        """'schema.table' → ['schema', 'table']. A part written in brackets ([my.schema].[t]) keeps its dots and
+        reads `]]` as `]`; anything else is taken literally, quotes and semicolons included, and quoted as a whole."""
+        parts: list[str] = []
+        i, n = 0, len(name)
+        while True:
+            end = -1
+            if i < n and name[i] == "[":
+                j, buf = i + 1, []
+                while j < n:
+                    if name[j] == "]":
+                        if j + 1 < n and name[j + 1] == "]":
+                            buf.append("]")
+                            j += 2
+                            continue
+                        break
+                    buf.append(name[j])
+                    j += 1
+                if j < n and (j + 1 == n or name[j + 1] == "."):   # a well-formed bracketed part
+                    parts.append("".join(buf))
+                    end = j + 1
+            if end < 0:                                              # plain (or malformed bracketed) text
+                end = name.find(".", i)
+                end = n if end < 0 else end
+                parts.append(name[i:end])
+            i = end
+            if i >= n:
+                break
+            i += 1  # skip the dot
+            if i >= n:
+                parts.append("")
+                break
+        if len(parts) > self.max_name_parts or any(p == "" for p in parts):
+            raise RivetError("RIVET_CONFIG_BAD_TABLE", f"table name {name!r} is not 'table' or 'schema.table'",
+                             "put a part that contains a dot in brackets: [my.table]")
+        return parts
+
+    def literal(self, value) -> str:
+        if isinstance(value, bool):          # T-SQL has no TRUE / FALSE
+            return "1" if value else "0"
+        if isinstance(value, dt.datetime):
+            return self._timestamp(value)
+        if isinstance(value, dt.date):
+            return f"CONVERT(date, '{value.year:04d}{value.month:02d}{value.day:02d}', 112)"
+        if isinstance(value, dt.time):
+            return f"CAST('{value.isoformat()}' AS time(7))"
+        return super().literal(value)
+
+    def _string(self, s: str) -> str:
+        return "N'" + s.replace("'", "''") + "'"
+
+    def _timestamp(self, v: dt.datetime) -> str:
+        text = v.isoformat(timespec="milliseconds" if v.microsecond % 1000 == 0 else "microseconds")
+        if v.tzinfo is not None and v.utcoffset() is not None:
+            return f"CAST('{text}' AS datetimeoffset(7))"
+        return f"'{text}'"
+
+    def _bytes(self, b: bytes) -> str:
+        return "0x" + b.hex()
+
+    # Result columns get names: pymssql drops unnamed ones from some results. COUNT(*) is an int (overflows at 2^31).
+    def count(self, relation: Relation, where: list[str] | tuple = ()) -> str:
+        return f"SELECT COUNT_BIG(*) AS n FROM {self.relation_sql(relation)}" + self._tail(where)
+
+    def min_max(self, relation: Relation, column_expr: str, where: list[str] | tuple = ()) -> str:
+        return (f"SELECT MIN({column_expr}) AS lo, MAX({column_expr}) AS hi FROM {self.relation_sql(relation)}"
+                + self._tail(where))
+
+    def cast_text(self, expr: str) -> str:
+        return f"CONVERT(nvarchar(max), {expr})"
+
+    def now_minus_days(self, days: int) -> str:
+        return f"DATEADD(day, -{self._days(days)}, SYSUTCDATETIME())"
+
+    def unix_now_minus_days(self, days: int) -> str:
+        return f"(DATEDIFF_BIG(second, '19700101', SYSUTCDATETIME()) - {self._days(days) * 86400})"

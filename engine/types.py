@@ -80,7 +80,7 @@ def map_columns(engine: str, columns: list[SourceColumn], overrides: dict[str, s
             raise RivetError("RIVET_CONFIG_UNKNOWN_COLUMN", f"[exports.columns] names {col!r}, which is not a column "
                              "of the relation",
                              f"did you mean {close[0]!r}?" if close else "columns: " + ", ".join(names))
-    decide = {"postgres": _postgres, "mysql": _mysql}.get(engine)
+    decide = {"postgres": _postgres, "mysql": _mysql, "mssql": _mssql}.get(engine)
     if decide is None:
         raise ValueError(f"no type mapping for engine {engine!r}")
     out = []
@@ -133,6 +133,8 @@ def _text_override(engine: str, c: SourceColumn, dialect) -> ColumnMapping:
     base, _ = _base(c.native_type)
     if engine == "mysql" and re.search(r"(blob|binary|geometry|point|linestring|polygon)", base):
         expr, why = f"HEX({q})", "text by [exports.columns] override (hex digits)"
+    elif engine == "mssql":
+        expr, why = mssql_text_expr(c.native_type, q)
     else:
         expr, why = dialect.cast_text(q), "text by [exports.columns] override"
     return ColumnMapping(c.name, c.native_type, pa.string(), "text", _as(dialect, expr, c.name), why)
@@ -265,3 +267,93 @@ def _mysql(c: SourceColumn, d) -> ColumnMapping:
     if kind in _MY_BINARY:
         return _exact(c, pa.binary(), q)
     return _refused(c, f"type {c.native_type} has no known exact representation")
+
+
+# ---- SQL Server ---------------------------------------------------------------------------------------------------
+# pymssql (FreeTDS, TDS 7.4) hands the reader Python values, from which it builds the Arrow arrays. Where a Python
+# value would lose something, the select_expr makes the server send an exact form instead:
+# - money / smallmoney: CAST to decimal(19,4) / decimal(10,4), the same values through the driver's exact decimal path.
+# - datetime2(7): Python datetimes stop at microseconds and would cut the 7th digit (100 ns): ISO 8601 text computed
+#   by the server ('2024-01-02T03:04:05.1234567'; fixed width, so it sorts like the instants). datetime2(0..6) exact.
+# - time(7): nanoseconds since midnight (DATEDIFF_BIG) → time64[ns], exact; time(0..6) → time64[us].
+# - datetimeoffset: ISO 8601 text with the value's own offset ('2024-01-02T03:04:05.1234567+02:00'); a UTC timestamp
+#   would drop the offset.
+# - uniqueidentifier: its canonical text, uppercase as SQL Server prints it.
+# - datetime → timestamp[us] holding SQL Server's own rounded milliseconds (.000 / .003 / .007).
+# - sql_variant is refused (each row may hold another type); xml is SQL Server's text of the document.
+
+_MS_SIMPLE = {"bit": pa.bool_(), "tinyint": pa.uint8(), "smallint": pa.int16(), "int": pa.int32(),
+              "bigint": pa.int64(), "real": pa.float32(), "date": pa.date32(), "datetime": pa.timestamp("us"),
+              "smalldatetime": pa.timestamp("us")}
+_MS_STRING = ("char", "varchar", "nchar", "nvarchar", "text", "ntext", "sysname")
+_MS_BINARY = ("binary", "varbinary", "image", "timestamp", "rowversion")   # timestamp = rowversion in T-SQL
+_MS_MONEY = {"money": (19, 4), "smallmoney": (10, 4)}
+_MS_TEMPORAL = ("date", "time", "datetime", "datetime2", "smalldatetime", "datetimeoffset")
+
+
+def _mssql_kind(native: str) -> tuple[str, list[int]]:
+    """'nvarchar(max)' → ('nvarchar', []); 'decimal(38,10)' → ('decimal', [38, 10]); 'datetime2' → ('datetime2', [])."""
+    t = " ".join(native.strip().lower().split())
+    return t.split("(")[0].strip(), _base(t)[1]
+
+
+def _mssql(c: SourceColumn, d) -> ColumnMapping:
+    q = d.quote_ident(c.name)
+    kind, args = _mssql_kind(c.native_type)
+    if kind in ("decimal", "numeric"):   # SQL Server's precision is at most 38: always a decimal128
+        p, s = (args[0], args[1] if len(args) > 1 else 0) if args else (18, 0)
+        return _exact(c, pa.decimal128(p, s), q)
+    if kind in _MS_MONEY:
+        p, s = _MS_MONEY[kind]
+        return _exact(c, pa.decimal128(p, s), _as(d, f"CAST({q} AS decimal({p},{s}))", c.name))
+    if kind == "float":   # float(n) with n <= 24 is a real
+        return _exact(c, pa.float32() if args and args[0] <= 24 else pa.float64(), q)
+    if kind in _MS_SIMPLE:
+        return _exact(c, _MS_SIMPLE[kind], q)
+    if kind == "datetime2":
+        if (args[0] if args else 7) <= 6:
+            return _exact(c, pa.timestamp("us"), q)
+        return _text(c, d, "datetime2(7) keeps 100 ns, one digit more than the driver's microseconds; ISO 8601 "
+                     "text ('2024-01-02T03:04:05.1234567')", f"STUFF(CONVERT(varchar(27), {q}, 121), 11, 1, 'T')")
+    if kind == "time":
+        if (args[0] if args else 7) <= 6:
+            return _exact(c, pa.time64("us"), q)
+        return _exact(c, pa.time64("ns"), _as(d, f"DATEDIFF_BIG(nanosecond, CAST('00:00:00' AS time(7)), {q})",
+                                              c.name), "read as nanoseconds since midnight (100 ns kept)")
+    if kind == "datetimeoffset":
+        return _text(c, d, "datetimeoffset keeps its own UTC offset, which a UTC timestamp would drop; ISO 8601 "
+                     "text ('2024-01-02T03:04:05.1234567+02:00')",
+                     f"REPLACE(STUFF(CONVERT(varchar(34), {q}, 121), 11, 1, 'T'), ' ', '')")
+    if kind in _MS_STRING:
+        return _exact(c, pa.string(), q)
+    if kind == "uniqueidentifier":
+        return _exact(c, pa.string(), _as(d, f"CONVERT(char(36), {q})", c.name), "canonical text (uppercase)")
+    if kind in _MS_BINARY:
+        return _exact(c, pa.binary(), q)
+    if kind == "xml":
+        return _text(c, d, "xml has no Arrow type; SQL Server's text of the document")
+    if kind == "hierarchyid":
+        return _text(c, d, "hierarchyid has no Arrow type; its canonical path ('/1/3/')", f"{q}.ToString()")
+    if kind == "sql_variant":
+        return _refused(c, "sql_variant holds a value of another type in each row (no single Arrow type)")
+    if kind in ("geometry", "geography"):
+        return _refused(c, f"{kind} has no Arrow type (\"text\" exports its WKT, without the SRID)")
+    return _refused(c, f"type {c.native_type} has no known exact representation")
+
+
+def mssql_text_expr(native: str, q: str) -> tuple[str, str]:
+    """The text form of an [exports.columns] "text" override, with the exact CONVERT style where the default one
+    would round (float prints 6 digits, money 2, datetime 'Jan  2 2024  3:04AM')."""
+    kind, _ = _mssql_kind(native)
+    why = "text by [exports.columns] override"
+    if kind in _MS_TEMPORAL:
+        return f"CONVERT(nvarchar(40), {q}, 121)", why
+    if kind in ("float", "real"):
+        return f"CONVERT(nvarchar(40), {q}, 3)", why      # 17 significant digits: every value round-trips
+    if kind in _MS_MONEY:
+        return f"CONVERT(nvarchar(40), {q}, 2)", why      # all four decimals
+    if kind in _MS_BINARY:
+        return f"CONVERT(varchar(max), {q}, 2)", why + " (hex digits)"
+    if kind in ("hierarchyid", "geometry", "geography"):
+        return f"{q}.ToString()", why
+    return f"CONVERT(nvarchar(max), {q})", why
