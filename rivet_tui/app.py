@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import ClassVar
 
@@ -136,6 +137,7 @@ class RivetApp(App[int]):
         self._progression_stale = False
         self._loading_progression = False
         self.loaded = False
+        self.session_started = datetime.now(UTC)   # journal rows after this are shown from memory, live
         self.progression_rows: dict[str, dict] = {}
         self.progression_version = 0
         self.keymap = {k: v for k, v in config.tui_keys.items() if k in KEY_IDS}   # id → keys, for help too
@@ -208,6 +210,8 @@ class RivetApp(App[int]):
                 self.model.fail(export, err.to_dict())
             if worker.name == "load progression":
                 self._loading_progression = False
+            elif worker.name == "load state" and not self.loaded:
+                self._state_loaded(([], []))   # still start what `rivet run` asked for: each run reports its error
             self.notify(f"{worker.name}: {err.message}" + (f"\nhint: {err.hint}" if err.hint else ""),
                         title=err.code, severity="error", timeout=12, markup=False)
         if worker.group == "export" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR,

@@ -10,7 +10,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, RichLog, Sparkline, Static
 
-from rivet_tui.bridge import JournalLine, clock_text, error_text, human_bytes, human_count, human_duration, journal_line
+from rivet_tui.bridge import (JournalLine, clock_text, error_text, human_bytes, human_count, human_duration,
+                              journal_line, parse_time)
 from rivet_tui.widgets.tables import STATUS_STYLE, progress_text
 
 LEVEL_STYLE = {"error": "bold red", "warn": "yellow", "info": ""}
@@ -65,7 +66,10 @@ class DetailScreen(Screen):
         state = self.app.model[self.export]
         log = self.query_one(RichLog)
         # Runs of this session are shown from memory (live, in order); earlier runs from the stored journal.
-        earlier = [r for r in journal if r.get("run_id") not in state.session_runs]
+        # A run that failed before it got a run id is journaled under "-": tell those apart by time.
+        started = self.app.session_started
+        earlier = [r for r in journal if r.get("run_id") not in state.session_runs
+                   and not (r.get("run_id") == "-" and (parse_time(r.get("at")) or started) >= started)]
         if earlier:
             log.write(Text(f"— stored journal: last {len(earlier)} events before this session —", style="dim"))
         for row in earlier:

@@ -33,7 +33,7 @@ class HelpScreen(ModalScreen[None]):
         for k in KEYS:
             keys = keymap.get(k.id, k.key)
             shown = " ".join(self.app.get_key_display(Binding(key.strip(), "")) for key in keys.split(","))
-            what = Text(k.help)
+            what = Text(k.help.replace("N at a time", f"{self.app.parallel} at a time"))
             if k.needs and k.needs.resolve() is None:
                 what.append("  (not available yet)", style="dim italic")
             table.add_row(Text(shown, style="bold"), k.id, what)

@@ -50,6 +50,8 @@ def test_failing_export_shows_error_in_notification_and_detail(tmp_path, shop):
             await pilot.pause(0.5)
             errors = str(app.screen.query_one("#errors").render())
             assert "error[RIVET_SOURCE_NO_SUCH_TABLE]" in errors and "hint:" in errors
+            journal = "\n".join(line.text for line in app.screen.query_one("#journal").lines)
+            assert journal.count("ExportFinished") == 1 and "failed" in journal   # live, not twice (stored too)
             screen_text = app.export_screenshot()
             assert "Traceback" not in screen_text
             await pilot.press("escape")
