@@ -22,14 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-distributed = pytest.importorskip("distributed")
-
-from engine.config import load_config  # noqa: E402
-from engine.destinations import open_destination  # noqa: E402
-from engine.executors import DaskExecutor  # noqa: E402
-from engine.runner import Runner, RunOptions  # noqa: E402
-from engine.state import StateStore  # noqa: E402
-from tests.helpers import ROOT, read_table, rivet, write_config  # noqa: E402
+from engine.config import load_config
+from engine.destinations import open_destination
+from engine.executors import DaskExecutor
+from engine.runner import Runner, RunOptions
+from engine.state import StateStore
+from tests.helpers import ROOT, read_table, rivet, write_config
 
 ROWS = 12_000
 pytestmark = pytest.mark.timeout(120)
@@ -37,6 +35,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def cluster():
+    pytest.importorskip("distributed", reason="the dask extra is not installed: pip install -e .[dask]")
     from distributed import Client, LocalCluster
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
                       scheduler_kwargs={"dashboard": False},
