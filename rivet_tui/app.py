@@ -34,7 +34,6 @@ from rivet_tui.bridge import (
     PLAN,
     RECONCILE,
     VALIDATE,
-    BatchProgress,
     EngineEvent,
     EngineFunction,
     EventBridge,
@@ -297,6 +296,7 @@ class RivetApp(App[int]):
 
     def on_engine_event(self, message: EngineEvent) -> None:
         e = message.event
+        self.drain_batches()   # batches emitted before this event count before it
         self.model.apply(e)
         if e.kind == "ExportFinished" and e.error and not self.stopping:
             error = e.error
@@ -305,7 +305,8 @@ class RivetApp(App[int]):
         elif e.kind == "Warned":
             self.notify(f"{e.export}: {e.message}", title="Warning", severity="warning", timeout=8, markup=False)
 
-    def on_batch_progress(self, _message: BatchProgress) -> None:
+    def drain_batches(self) -> None:
+        """Apply the rows/bytes written since the last drain (the screens' ticks call this)."""
         self.model.apply_batches(self.bridge.drain())
 
     def exit_code_for_session(self) -> int:

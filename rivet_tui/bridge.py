@@ -1,9 +1,9 @@
 """Engine events → Textual messages, and the per-export model every screen renders from.
 
-The runner calls `EventBridge` (its `emit`) from worker threads. Journal-worthy events go to the app one message
-each (`EngineEvent`); `BatchWritten`, which fires for every Arrow batch, is summed per export under a lock and
-picked up by a single pending `BatchProgress` message, so the UI queue stays short whatever the batch rate.
-Message handlers run on the UI thread and apply to `ExportModel`; screens redraw changed rows from it on a timer.
+The runner calls `EventBridge` (its `emit`) from worker threads. Every event but BatchWritten goes to the app as one
+message (`EngineEvent`, posted thread-safely); BatchWritten, which fires for every Arrow batch, is summed per export
+under a lock and drained on the UI thread, so the UI queue stays short whatever the batch rate. Handlers apply both
+to `ExportModel` on the UI thread; screens redraw changed rows from it on a 4 Hz timer.
 
 Nothing here decides how an export runs: the engine does. This module only keeps what the screens show.
 """
@@ -35,18 +35,18 @@ class EngineEvent(Message):
         self.event = event
 
 
-class BatchProgress(Message):
-    """Batches were written: the handler drains the bridge's per-(export, run_id) sums."""
-
-
 class EventBridge:
-    """The runner's `emit`: thread-safe, never blocks on the UI."""
+    """The runner's `emit`: thread-safe, never blocks on the UI.
+
+    BatchWritten fires for every Arrow batch of every task (hundreds a second across exports), so it never becomes
+    a message: it is summed here per (export, run_id) and drained by the UI thread at its 4 Hz tick and before each
+    other event is applied (so a run's batches always count before its ExportFinished).
+    """
 
     def __init__(self, post: Callable[[Message], Any]):
         self._post = post
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], tuple[int, int]] = {}
-        self._posted = False
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.BatchWritten):
@@ -54,16 +54,13 @@ class EventBridge:
                 key = (event.export, event.run_id)
                 rows, size = self._pending.get(key, (0, 0))
                 self._pending[key] = (rows + event.rows, size + event.bytes)
-                post, self._posted = not self._posted, True
-            if post:
-                self._post(BatchProgress())
             return
         self._post(EngineEvent(event))
 
     def drain(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """Rows and bytes written since the last drain (UI thread, on BatchProgress)."""
+        """Rows and bytes written since the last drain (UI thread)."""
         with self._lock:
-            out, self._pending, self._posted = self._pending, {}, False
+            out, self._pending = self._pending, {}
         return out
 
 
@@ -303,7 +300,7 @@ class ExportModel:
         self.clock = clock
         self.states: dict[str, ExportState] = {e.name: ExportState(e.name, e.mode) for e in exports}
         self.dirty: set[str] = set(self.states)
-        # batches drained before their run's ExportStarted was handled (another export's BatchProgress was queued)
+        # batches drained before their run's ExportStarted message was handled
         self._early: dict[tuple[str, str], tuple[int, int]] = {}
 
     def __getitem__(self, name: str) -> ExportState:

@@ -144,6 +144,7 @@ async def feed_running(app, pilot, clock: FakeClock) -> None:
         for name, (run_id, chunks, _) in runs.items():
             rows = {"orders": 41_000, "customers": 9_500, "events": 2_100, "line_items": 60_000}[name]
             emit(ev.BatchWritten(name, run_id, rows + 97 * (step % 5), rows * 38, 6 if chunks else None))
+        app.drain_batches()   # what the 4 Hz tick does, here at a known clock
         await pilot.pause()
     app.model["orders"].last_reconcile = {"status": "mismatch", "at": T0 - 1510}
     app.model["inventory"].last_reconcile = {"status": "match", "at": T0 - 5400}

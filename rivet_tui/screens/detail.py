@@ -84,6 +84,7 @@ class DetailScreen(Screen):
     # -- live ----------------------------------------------------------------------------------------------------
     def tick(self) -> None:
         app = self.app
+        app.drain_batches()
         state = app.model[self.export]
         now = app.clock()
         summary = self.query_one("#summary", Static)

@@ -54,6 +54,7 @@ class ExportsScreen(Screen):
 
     def flush(self) -> None:
         """Redraw the cells that changed since the last tick: dirty rows, and running rows (rate, ETA)."""
+        self.app.drain_batches()
         model = self.app.model
         names = model.dirty | {n for n, s in model.states.items() if s.status in ("running", "stopping")}
         model.dirty = set()
