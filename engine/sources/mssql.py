@@ -353,10 +353,10 @@ class MssqlSource(Source):
                          "AND o.type IN ('U', 'V')")
         if rows:
             return int(rows[0][0])
-        names = [str(n) for (n,) in self._run(
-            "SELECT TOP 10000 CASE WHEN s.name = SCHEMA_NAME() THEN o.name ELSE s.name + '.' + o.name END AS n "
+        names = [str(n) for row in self._run(
+            "SELECT TOP 10000 s.name + '.' + o.name AS n, CASE WHEN s.name = SCHEMA_NAME() THEN o.name END AS b "
             "FROM sys.objects o JOIN sys.schemas s ON s.schema_id = o.schema_id "
-            "WHERE o.type IN ('U', 'V') AND o.is_ms_shipped = 0")]
+            "WHERE o.type IN ('U', 'V') AND o.is_ms_shipped = 0") for n in row if n is not None]
         close = difflib.get_close_matches(table, names, n=1)
         raise RivetError("RIVET_SOURCE_NO_SUCH_TABLE", f"{self._where}: table {table} does not exist (or is not "
                          "visible to this user)", f"did you mean {close[0]!r}?" if close else
