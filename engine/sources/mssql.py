@@ -63,7 +63,7 @@ _UNREACHABLE = {20009, 20002}
 _BUSY = {1205, 1222, 701, 3961, 8645, 8651, 10928, 10929, 40197, 40501, 40613, 49918, 49919, 49920}
 _DENIED = {229, 230, 262, 297, 300}
 _LOST_TEXT = ("dbprocess is dead", "read from the server failed", "write to the server failed", "unexpected eof",
-              "connection reset", "broken pipe", "not connected")
+              "connection reset", "broken pipe", "not connected", "connection is closed", "timed out")
 
 
 # ---- configuration ------------------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
                    "the database")
     if nums & _NO_DATABASE or "cannot open database" in text:
         return err("RIVET_SOURCE_NO_SUCH_DATABASE", "check the database name in the source URL")
-    if _TIMEOUT in nums or "timed out" in text:
+    if _TIMEOUT in nums:   # FreeTDS's own timer; an OS-level "timed out" below is a lost connection
         if connecting:
             return err(*unreachable)
         return err("RIVET_SOURCE_TIMEOUT", "the server sent nothing for statement_timeout_s: raise it in "
@@ -298,6 +298,9 @@ class MssqlSource(Source):
                                    login_timeout=max(1, math.ceil(t.connect_timeout_s)), charset="UTF-8",
                                    appname="rivet", tds_version=TDS_VERSION, encryption=self._encryption,
                                    autocommit=True)
+        except _DRIVER_ERRORS as e:
+            raise classify(e, self._where, connecting=True) from None
+        try:
             # process-wide in FreeTDS: set it (0 too) on every connect so another source's value never lingers
             conn._conn.query_timeout = math.ceil(t.statement_timeout_s) if t.statement_timeout_s else 0
             cur = conn.cursor()
@@ -310,7 +313,8 @@ class MssqlSource(Source):
             if snapshot == 1:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL SNAPSHOT")
         except _DRIVER_ERRORS as e:
-            raise classify(e, self._where, connecting=True) from None
+            _close(conn)
+            raise classify(e, self._where) from None
         self._version = f"SQL Server {version} ({edition})"
         return conn
 

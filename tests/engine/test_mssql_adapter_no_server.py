@@ -191,7 +191,9 @@ GENERAL = "DB-Lib error message 20018, severity 16:\nGeneral SQL Server error: C
         "table expressions, unless TOP, OFFSET or FOR XML is also specified." + GENERAL),
      False, "RIVET_SOURCE_QUERY", 1, False),
     (op(102, "Incorrect syntax near ')'." + GENERAL), False, "RIVET_SOURCE_QUERY", 1, False),
-    (pymssql.InterfaceError("Connection is closed."), False, "RIVET_SOURCE_QUERY", 1, False),
+    (op(20004, "DB-Lib error message 20004, severity 9:\nRead from the server failed\nNet-Lib error during "
+        "Connection timed out (110)\n"), False, "RIVET_SOURCE_CONNECTION_LOST", 2, True),   # the OS's timeout
+    (pymssql.InterfaceError("Connection is closed."), False, "RIVET_SOURCE_CONNECTION_LOST", 2, True),
 ])
 def test_classify(exc, connecting, code, exit_class, transient):
     err = classify(exc, WHERE, connecting=connecting)
