@@ -131,6 +131,9 @@ async def feed_running(app, pilot, clock: FakeClock) -> None:
             emit(ev.ChunkStarted(name, run_id, i, str(i * size + 1), str((i + 1) * size), 1,
                                  f"rivet-task_{i % 4}", at=at))
             emit(ev.BatchWritten(name, run_id, size, size * 38, i, at=at + 30))
+            clock.t, now = at + 30, clock.t   # count these rows when they were written, not now
+            app.drain_batches()
+            clock.t = now
             emit(ev.PartCommitted(name, run_id, f"{name}_chunk{i}_20260418_1216{i:02d}_000_{i:06x}.parquet",
                                   size, size * 38, i, at=at + 30))
             emit(ev.ChunkFinished(name, run_id, i, size, "completed", None, f"rivet-task_{i % 4}", at=at + 31))

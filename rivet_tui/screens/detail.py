@@ -122,10 +122,10 @@ class DetailScreen(Screen):
         label = self.query_one("#spark-label", Label)
         if state.per_second:
             spark.data = state.sparkline(now)
-            self._set(label, f"rows/s, last 60 s (peak {human_count(max(spark.data))})")
+            self._set(label, f"rows/s, 60 s, peak {human_count(max(spark.data))}")
         elif self._history:
             spark.data = self._history
-            self._set(label, f"rows/s of the last {len(self._history)} runs")
+            self._set(label, f"rows/s of the last {len(self._history)} runs")  # oldest left
         else:
             self._set(label, "rows/s: no runs yet")
 
