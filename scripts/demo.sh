@@ -122,6 +122,23 @@ compression = "zstd"
 destination = { type = "local", path = "out/orders" }
 
 [[exports]]
+name = "orders_chunked"
+table = "public.orders"
+mode = "chunked"
+chunk_size = 100000
+parallel = 2
+destination = { type = "local", path = "out/orders_chunked" }
+
+[[exports]]
+name = "orders_changes"
+table = "public.orders"
+mode = "incremental"
+cursor_column = "updated_at"
+incremental_cursor_mode = "coalesce"
+cursor_fallback_column = "created_at"
+destination = { type = "local", path = "out/orders_changes" }
+
+[[exports]]
 name = "customers"
 table = "public.customers"
 mode = "full"
@@ -131,4 +148,5 @@ destination = { type = "local", path = "out/customers" }
 EOF
 log "wrote demo/rivet.toml; exporting to demo/out"
 
-.venv/bin/rivet run -c demo/rivet.toml
+# On a terminal this opens the TUI with the exports running (r / R / p / c / ? inside); headless otherwise.
+.venv/bin/rivet run -c demo/rivet.toml --parallel-exports 2
