@@ -96,14 +96,14 @@ def cli(ctx, config_path, state_path, json_errors, lock_wait):
         ctx.invoke(tui_cmd)
 
 
-def _open_tui(ctx, run_names=None, run_all=False, params=()):
+def _open_tui(ctx, run_names=None, run_all=False, params=(), options=None, config=None):
     try:
         from rivet_tui.app import run_app
     except ImportError:
         raise RivetError("RIVET_TUI_UNAVAILABLE", "the terminal UI is not available in this build",
                          "use `rivet run --no-tui`")
-    config = load(ctx, params)
-    return run_app(config, open_store(ctx, config), run_names=run_names, run_all=run_all)
+    config = config or load(ctx, params)
+    return run_app(config, open_store(ctx, config), run_names=run_names, run_all=run_all, options=options)
 
 
 @command(cli, "tui")
@@ -141,15 +141,12 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
         raise RivetError("RIVET_CLI_STDOUT_ONE_EXPORT", "an export with destination type \"stdout\" must run alone "
                          "and without --json (its bytes are the only thing on stdout)",
                          "select it with -e NAME and drop --json")
-    if not no_tui and not as_json and not any(e.destination.type == "stdout" for e in selected) and sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI"):
-        try:
-            import rivet_tui.app  # noqa: F401
-            return _open_tui(ctx, run_names=list(names), run_all=not names, params=params)
-        except ImportError:
-            pass
-    store = open_store(ctx, config)
     options = RunOptions(names=list(names), parallel_exports=parallel_exports, resume=resume, force=force,
                          strict=strict, lock_wait_s=opts(ctx).get("lock_wait") or 60.0)
+    on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI")
+    if on_terminal and not no_tui and not as_json and not any(e.destination.type == "stdout" for e in selected):
+        return _open_tui(ctx, run_names=list(names), run_all=not names, options=options, config=config)
+    store = open_store(ctx, config)
     from engine.executors import make_executor
     executor = make_executor(config, list(names))   # checked before any export starts (e.g. a local destination)
     from rivet_tui.headless import HeadlessProgress, print_json, print_summary
