@@ -86,9 +86,21 @@ def dask_section(lc) -> str:
     return f'[executor]\n        type = "dask"\n        address = "{lc.scheduler_address}"'
 
 
-def run(config, events: list | None = None):
+class StartRecorder(DaskExecutor):
+    """Passes the `started` callback (the proposed runner seam) and records where each chunk attempt began."""
+    def __init__(self, config):
+        super().__init__(config)
+        self.starts: dict[int, str] = {}
+
+    def run_task(self, task, plan, source_cfg, dest, emit, threads, started=None):
+        return super().run_task(task, plan, source_cfg, dest, emit, threads,
+                                started=lambda worker: self.starts.__setitem__(task.index, worker))
+
+
+def run(config, events: list | None = None, executor=None):
     store = StateStore(config.state_path)
-    (result,) = Runner(config, store, events.append if events is not None else (lambda e: None), RunOptions()).run()
+    emit = events.append if events is not None else (lambda e: None)
+    (result,) = Runner(config, store, emit, RunOptions(), executor).run()
     return result, store
 
 
@@ -121,9 +133,10 @@ def test_cluster_export_equals_local_and_workers_never_open_state(tmp_path, item
     watcher = threading.Thread(target=watch_worker_files, daemon=True)
     events: list = []
     config = make_config(tmp_path / "b", items.url, dask_dest, dask_section(lc), tuning="batch_size = 300")
+    executor = StartRecorder(config)
     watcher.start()
     try:
-        result, store = run(config, events)
+        result, store = run(config, events, executor)
     finally:
         stop.set()
         watcher.join()
@@ -139,6 +152,7 @@ def test_cluster_export_equals_local_and_workers_never_open_state(tmp_path, item
     workers = set(client.scheduler_info()["workers"])
     finished = [e for e in events if type(e).__name__ == "ChunkFinished"]
     assert len(finished) == 6 and {e.worker for e in finished} <= workers and len({e.worker for e in finished}) == 2
+    assert executor.starts == {e.chunk_index: e.worker for e in finished}   # announced live, as each attempt began
     batches = [e for e in events if type(e).__name__ == "BatchWritten"]
     assert sum(e.rows for e in batches) == ROWS      # worker events replayed on the coordinator
     assert {r["status"] for r in store.chunk_tasks(result.run_id)} == {"completed"}
