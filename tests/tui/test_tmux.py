@@ -80,10 +80,12 @@ def test_rivet_tui_in_a_real_terminal(tmp_path, shop, tmux):
     screen = tmux.wait_for("done")
     assert "500" in screen
     tmux("send-keys", "-t", "rivet", "/")
+    tmux.wait_for("filter: part of a name")
     tmux("send-keys", "-t", "rivet", "-l", "gho")
-    time.sleep(0.5)
-    screen = tmux.screen()
-    assert "ghost" in screen and "incremental" not in screen   # filtered to one row
+    deadline = time.monotonic() + 10
+    while "incremental" in (screen := tmux.screen()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "ghost" in screen and "incremental" not in screen and "fill_" not in screen, screen   # one row left
     tmux("send-keys", "-t", "rivet", "Escape")
     tmux.wait_for("incremental")
     # the last row, scrolled into view: its line alone is repainted as it runs, so it must be the right line
