@@ -270,6 +270,11 @@ class Runner:
                     with open_source(self.config.source, exp.tuning) as src:
                         plan = plan_export(exp, src, self.store, strict=self.options.strict,
                                            resume=self.options.resume, force=self.options.force)
+                        lost = self._reopen_lost_chunks(plan) if plan.resumed else None
+                        if lost:   # plan again: the reopened chunks are to do
+                            plan = plan_export(exp, src, self.store, strict=self.options.strict,
+                                               resume=self.options.resume, force=self.options.force)
+                            plan.warnings.append(lost)
                 run_id = result.run_id = plan.run_id
                 self._commit_run(plan, started, result)
         except RivetError as e:
@@ -295,6 +300,25 @@ class Runner:
                                     result.duration_ms, result.retries,
                                     result.error.to_dict() if result.error else None))
         return result
+
+    def _reopen_lost_chunks(self, plan: ExportPlan) -> str | None:
+        """Resuming a chunk run: a completed chunk whose parts are no longer in the destination (deleted, bucket
+        recreated) is exported again; skipping it would put _SUCCESS over a prefix with a gap. Returns a warning."""
+        exp = plan.export
+        if exp.destination.type == "stdout":
+            return None
+        present = dict(open_destination(exp.destination, exp.name, plan.run_id, run_started_at(plan.run_id)).list())
+        lost: dict[int, list[str]] = {}
+        for f in self.store.files(exp.name, run_id=plan.run_id, status="committed"):
+            if f["chunk_index"] is not None and present.get(f["path"]) != f["size_bytes"]:
+                lost.setdefault(f["chunk_index"], []).append(f["path"])
+        if not lost:
+            return None
+        self.store.supersede_files(exp.name, [p for paths in lost.values() for p in paths])
+        for idx in lost:
+            self.store.reopen_task(plan.run_id, idx)
+        return (f"{sum(map(len, lost.values()))} part(s) of completed chunks {sorted(lost)} are missing from the "
+                "destination; those chunks are exported again")
 
     # -- one export -----------------------------------------------------------------------------------------
     def _commit_run(self, plan: ExportPlan, started: datetime, result: ExportResult) -> None:

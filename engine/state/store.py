@@ -530,6 +530,17 @@ class StateStore:
             "UPDATE chunk_task SET status = 'pending', started_at = NULL WHERE run_id = ? AND status = 'running'"
             " RETURNING chunk_index", [run_id]).fetchall()))
 
+    def reopen_task(self, run_id: str, idx: int) -> None:
+        """completed -> pending, forgetting its rows and parts: on resume, its parts were found missing from the
+        destination (deleted, bucket recreated), and skipping it would certify a prefix with a gap."""
+        def op(con: duckdb.DuckDBPyConnection) -> None:
+            status, _ = self._task_status(con, run_id, idx)
+            if status != "completed":
+                raise _transition_error(f"chunk {idx} of run {run_id} is {status}, cannot reopen it")
+            con.execute("UPDATE chunk_task SET status = 'pending', rows_written = NULL, file_path = NULL,"
+                        " started_at = NULL, finished_at = NULL WHERE run_id = ? AND chunk_index = ?", [run_id, idx])
+        self._run(op)
+
     def finish_chunk_run(self, run_id: str, status: str) -> None:
         """Set a run's status: completed|failed stamps finished_at; in_progress reopens it (resume)."""
         if status not in RUN_STATUSES:
