@@ -95,8 +95,14 @@ def seed_state(store: StateStore) -> None:
 
 
 async def settle(pilot, seconds: float = 0.4) -> None:
-    """Let messages, workers and the 4 Hz flush catch up (the fake clock does not move meanwhile)."""
+    """Let messages and workers catch up, then run every screen's periodic refresh once more (a loaded machine may
+    not have fired the timers yet; the fake clock does not move meanwhile) and let it paint."""
     await pilot.pause(seconds)
+    for screen in pilot.app.screen_stack:
+        for tick in ("flush", "refresh_board", "tick"):
+            if callable(getattr(screen, tick, None)):
+                getattr(screen, tick)()
+    await pilot.pause()
 
 
 async def wait_loaded(app, pilot) -> None:

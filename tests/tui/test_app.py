@@ -266,14 +266,15 @@ def test_live_cells_repaint_correctly_when_scrolled(tmp_path, shop):
             for name, rows in (("e119", 12_345), ("e000", 777), ("e100", 4_242)):
                 app.bridge(ev.ExportStarted(name, f"run-{name}", "incremental"))
                 app.bridge(ev.BatchWritten(name, f"run-{name}", rows, rows * 10))
-            await pilot.pause(0.6)
+            await until(pilot, lambda: "12,345" in line_of(app.export_screenshot(), "e119"), timeout=10,
+                        what="the 4 Hz refresh")
             svg = app.export_screenshot()
             assert "running" in line_of(svg, "e119") and "12,345" in line_of(svg, "e119")
             assert "4,242" in line_of(svg, "e100")
             assert line_of(svg, "e000") == ""           # scrolled away
             assert "idle" in line_of(svg, "e118")       # the neighbours did not change
             await pilot.press("ctrl+home")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: "777" in line_of(app.export_screenshot(), "e000"), timeout=10)
             svg = app.export_screenshot()
             assert "running" in line_of(svg, "e000") and "777" in line_of(svg, "e000")
             assert "idle" in line_of(svg, "e001")
