@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import queue
+import socket
 import sys
 import threading
+import time
 import tomllib
 import uuid
 from dataclasses import replace
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 from engine.errors import ExitClass, RivetError, internal
 
 CONNECT_TIMEOUT_S = 10
+RECONNECT_AFTER_S = 30
 
 
 class LocalExecutor:
@@ -95,6 +98,7 @@ class DaskExecutor:
                                  ExitClass.REFUSED)
         self.rule = credential_rule(config.source, _raw_source(config.path))
         self._client = None
+        self._failed: tuple[float, RivetError] | None = None   # (when, why) of the last failed connection
         self._lock = threading.Lock()
         self._inflight: dict[str, queue.Queue] = {}     # key → notices from the client's event loop
         self._where: dict[str, str] = {}                # key → worker the attempt started on
@@ -169,13 +173,32 @@ class DaskExecutor:
 
     # -- the cluster -------------------------------------------------------------------------------------------
     def client(self):
+        """Connect once. A failed connection is remembered for RECONNECT_AFTER_S and re-raised at once, so a run
+        with a thousand chunks and no scheduler fails in seconds instead of trying (and timing out) per attempt."""
         with self._lock:
-            if self._client is None:
-                from engine.remote import TASK_TOPIC
-                self._client = connect(self.address)
-                self._client.subscribe_topic(TASK_TOPIC, self._on_task)
-                self._client.subscribe_topic("all", self._on_cluster)
-            return self._client
+            if self._client is not None:
+                return self._client
+            if self._failed is not None and time.monotonic() - self._failed[0] < RECONNECT_AFTER_S:
+                e = self._failed[1]
+                raise RivetError(e.code, e.message, e.hint, e.exit_class)   # a fresh one per thread
+            from engine.remote import TASK_TOPIC
+            try:
+                client = connect(self.address)
+                try:
+                    client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+                except TimeoutError:   # tasks would wait forever in the scheduler's queue
+                    client.close()
+                    raise RivetError("RIVET_EXECUTOR_NO_WORKERS", f"the Dask scheduler at {self.address} has no "
+                                     "workers", f"start workers: dask worker {self.address}",
+                                     ExitClass.TRANSIENT) from None
+            except RivetError as e:
+                e.transient = False    # retrying inside this run would only wait out the same timeout again
+                self._failed = (time.monotonic(), e)
+                raise
+            client.subscribe_topic(TASK_TOPIC, self._on_task)
+            client.subscribe_topic("all", self._on_cluster)
+            self._client, self._failed = client, None
+            return client
 
     def _on_task(self, event) -> None:
         """On the client's event loop: a worker started an attempt."""
@@ -209,11 +232,15 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S):
     require_distributed()
     from distributed import Client
     try:
+        parts = urlsplit(address if "://" in address else "tcp://" + address)
+        if parts.scheme in ("tcp", "tls") and parts.hostname and parts.port:
+            # Dask retries a refused connection until its timeout; a plain connect says "refused" at once
+            socket.create_connection((parts.hostname, parts.port), timeout=timeout_s).close()
         return Client(address, timeout=f"{timeout_s}s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
         raise RivetError("RIVET_EXECUTOR_UNREACHABLE", f"cannot reach the Dask scheduler at {address}: "
-                         f"{type(e).__name__}", "check [executor] address / --scheduler and that the scheduler runs",
-                         ExitClass.TRANSIENT, transient=True) from None
+                         f"{type(e).__name__}", "check the executor address (config or --scheduler) and that the scheduler "
+                         "runs; rerun when it does", ExitClass.TRANSIENT) from None
 
 
 def _future_error(future, task, address: str) -> RivetError:
