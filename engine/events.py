@@ -26,7 +26,7 @@ class Event:
 @dataclass(frozen=True)
 class ExportStarted(Event):
     mode: str
-    chunks_total: int | None = None      # chunked: windows to run this time (after skipping completed ones)
+    chunks_total: int | None = None      # chunked: all windows of the chunk run (done ones included)
     chunks_done: int = 0                 # chunked resume: windows already completed by an earlier attempt
     rows_estimate: int | None = None
     at: float = field(default_factory=time.time)

@@ -59,6 +59,7 @@ class ExportPlan:
     plan_hash: str = ""
     schema_changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    plan_id: str | None = None              # set when the plan came from a sealed artifact (`rivet apply`)
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -203,7 +203,7 @@ def check_applicable(artifact: dict, config: Config, store, force: bool, now: da
 
 
 def applied_runs(artifact: dict, store) -> list[str]:
-    """Run ids of exports this plan already completed (recorded in the journal by apply)."""
+    """Run ids of exports this plan already completed (the runner journals PlanApplied when one succeeds)."""
     done = []
     for entry in artifact["exports"]:
         for j in store.journal_for(entry["name"], entry["run_id"]):
@@ -227,6 +227,7 @@ def plans_from_artifact(artifact: dict, config: Config) -> list[ExportPlan]:
                           cursor_from=cur["from"], cursor_identity=cur["identity"], chunk_column=entry["chunk_column"],
                           chunks_total=entry["chunks_total"], chunks_done=entry["chunks_done"],
                           resumed=entry["resumed"], plan_hash=entry["plan_hash"],
-                          schema_changes=entry["diff"]["schema_changes"], warnings=entry["diff"]["warnings"])
+                          schema_changes=entry["diff"]["schema_changes"], warnings=entry["diff"]["warnings"],
+                          plan_id=artifact["plan_id"])
         plans.append(plan)
     return plans

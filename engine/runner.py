@@ -277,6 +277,8 @@ class Runner:
                             plan.warnings.append(lost)
                 run_id = result.run_id = plan.run_id
                 self._commit_run(plan, started, result)
+                if plan.plan_id and result.status in ("succeeded", "skipped"):   # re-applying is then a no-op
+                    self.store.journal(exp.name, plan.run_id, "PlanApplied", {"plan_id": plan.plan_id})
         except RivetError as e:
             result.error = e
             result.status = "refused" if e.exit_class == ExitClass.REFUSED else "failed"

@@ -255,10 +255,7 @@ class RivetApp(App[int]):
         self.model.note(name, "Queued", f"applying plan {plan_id}" if plan_id else "run requested")
 
         def job() -> ExportResult:
-            result = self.runner.run_export(exp, plan)
-            if plan_id and result.status in ("succeeded", "skipped"):  # as `rivet apply`: re-applying is a no-op
-                self.store.journal(name, result.run_id, "PlanApplied", {"plan_id": plan_id})
-            return result
+            return self.runner.run_export(exp, plan)   # a plan from an artifact is journaled as applied by the runner
         worker = self.run_worker(job, name=f"run {name}", group="export", thread=True, exit_on_error=False)
         worker.rivet_export = name  # type: ignore[attr-defined]
         worker.rivet_batch = batch  # type: ignore[attr-defined]

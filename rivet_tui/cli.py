@@ -242,13 +242,8 @@ def apply_cmd(ctx, plan_file, force, as_json):
     check_applicable(artifact, config, store, force)
     plans = [p for p in plans_from_artifact(artifact, config) if p.run_id not in done]
     t0 = time.monotonic()
-    runner = Runner(config, store)
     with HeadlessProgress(err_console) as progress:
-        runner._emit_outer = progress
-        results = runner.run_plans(plans)
-    for r in results:
-        if r.status in ("succeeded", "skipped"):
-            store.journal(r.name, r.run_id, "PlanApplied", {"plan_id": artifact["plan_id"]})
+        results = Runner(config, store, progress).run_plans(plans)
     print_summary(err_console, results, time.monotonic() - t0)
     code = worst_exit(results)
     if as_json:
