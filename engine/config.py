@@ -573,7 +573,7 @@ class _Loader:
 
     # -- files -------------------------------------------------------------------------------------------
     def anchor(self, path: str) -> Path:
-        p = Path(path).expanduser()
+        p = _expand_user(Path(path))
         return Path(os.path.normpath(p if p.is_absolute() else self.base / p))
 
     def read_text(self, loc: tuple, path: Path) -> str:
@@ -788,6 +788,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _expand_user(path: Path) -> Path:
+    """~ and ~user expanded; a ~name with no such user (or no home) stays literal, as a shell leaves it."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
 def _register_url_secrets(url: str) -> None:
     try:
         parts = urlsplit(url)
@@ -828,7 +836,7 @@ def load_config(path: str | Path, params: dict[str, str] | None = None, state_pa
 
 
 def _load(path: Path, params: dict[str, str], state_path: str | Path | None) -> Config:
-    path = Path(os.path.abspath(path.expanduser()))
+    path = Path(os.path.abspath(_expand_user(path)))
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
         raise RivetError("RIVET_CONFIG_NOT_FOUND", f"config file {path} {what}",
