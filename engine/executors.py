@@ -120,7 +120,7 @@ class DaskExecutor:
             from engine.remote import run_envelope
             future = client.submit(run_envelope, envelope, pure=False, key=key, retries=0)
             future.add_done_callback(lambda _f: notices.put(("done", None)))
-            return self._await(key, future, notices, task, emit, started)
+            return self._await(future, notices, task, emit, started)
         finally:
             self._inflight.pop(key, None)
             self._where.pop(key, None)
@@ -132,7 +132,7 @@ class DaskExecutor:
                             credentials=self.rule, destination=plan.export.destination,
                             export_name=plan.export.name, run_id=plan.run_id, started=run_started_at(plan.run_id))
 
-    def _await(self, key, future, notices: queue.Queue, task, emit, started):
+    def _await(self, future, notices: queue.Queue, task, emit, started):
         where = None
         while True:
             try:
