@@ -153,11 +153,11 @@ def diff_plan(artifact: dict) -> list[ExportDiff]:
 
 def load_plan(path: str | Path) -> dict:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes()
     except OSError as e:
         raise RivetError("RIVET_PLAN_NOT_FOUND", f"cannot read plan {path}: {e.strerror}", "write one with `rivet plan -o FILE`")
     try:
-        artifact = json.loads(text)
+        artifact = json.loads(text)   # bytes: a byte flip into invalid UTF-8 is a ValueError like any other
         if not isinstance(artifact, dict):
             raise ValueError("not an object")
     except ValueError as e:
@@ -170,7 +170,51 @@ def load_plan(path: str | Path) -> dict:
     if seal(artifact)["integrity"] != artifact["integrity"]:
         raise RivetError("RIVET_PLAN_TAMPERED", f"{path} was modified after it was sealed (integrity hash differs)",
                          "a modified plan is never applied, not even with --force; write a fresh one with `rivet plan`")
+    try:
+        _check_shape(artifact)
+    except (KeyError, TypeError, ValueError, IndexError, pa.ArrowException) as e:
+        raise RivetError("RIVET_PLAN_INVALID", f"{path} is sealed but not a plan this rivet can apply "
+                         f"({type(e).__name__}: {str(e)[:200]})", "write a fresh one with `rivet plan -o FILE`") from None
     return artifact
+
+
+_ENTRY_TYPES = {"name": str, "config": dict, "strategy": str, "run_id": str, "resumed": bool, "mappings": list,
+                "read_schema": str, "write_schema": str, "batch_rows": int, "cursor": dict, "chunks_total": int,
+                "chunks_done": int, "plan_hash": str, "tasks": list, "diff": dict}
+
+
+def _check_shape(artifact: dict) -> None:
+    """Read everything apply reads, once: the integrity hash is no key, so a resealed artifact with a broken body
+    (another tool, another version) must fail here as one clear error, not deep inside a run."""
+    if artifact["plan_version"] != PLAN_VERSION:
+        raise ValueError(f"plan_version {artifact['plan_version']!r}, this rivet writes {PLAN_VERSION}")
+    datetime.fromisoformat(artifact["expires_at"])
+    if not isinstance(artifact["source"], dict) or not isinstance(artifact["exports"], list):
+        raise TypeError("source must be an object and exports a list")
+    for entry in artifact["exports"]:
+        for key, kind in _ENTRY_TYPES.items():
+            if not isinstance(entry[key], kind):
+                raise TypeError(f"exports[].{key} is not a {kind.__name__}")
+        _schema_from(entry["read_schema"])
+        schema = _schema_from(entry["write_schema"])
+        for m in entry["mappings"]:
+            schema.field(m["name"])
+            if not all(isinstance(m[k], str) for k in ("native_type", "fidelity", "select_expr")):
+                raise TypeError("exports[].mappings[] fields must be strings")
+            m["note"]
+        for t in entry["tasks"]:
+            task = TaskSpec(**t)
+            if not isinstance(task.sql, str) or not isinstance(task.index, (int, type(None))):
+                raise TypeError("exports[].tasks[] need an integer index and SQL text")
+        ExportDiff(**entry["diff"])
+        if not isinstance(entry["diff"]["schema_changes"], list) or not isinstance(entry["diff"]["warnings"], list):
+            raise TypeError("exports[].diff needs schema_changes and warnings lists")
+        if not isinstance(entry["chunk_column"], (str, type(None))) or \
+                not isinstance(entry["rows_estimate"], (int, type(None))):
+            raise TypeError("exports[].chunk_column / rows_estimate have the wrong type")
+        for key in ("column", "expr", "from", "identity"):
+            if not isinstance(entry["cursor"][key], (str, type(None))):
+                raise TypeError(f"exports[].cursor.{key} is not text")
 
 
 def check_applicable(artifact: dict, config: Config, store, force: bool, now: datetime | None = None) -> None:
