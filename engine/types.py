@@ -18,11 +18,12 @@ Traps of DuckDB's scanners that the mappings below avoid (measured, notes/enviro
 - PostgreSQL timestamptz → timestamp[us, tz=UTC] (same instant, the offset is not data). `±infinity` dates and
   timestamps have no Arrow value: the reader refuses them (RIVET_SOURCE_UNREPRESENTABLE) rather than write sentinels.
 - PostgreSQL char(n) comes without its pad blanks, as `char::text` gives it (PostgreSQL ignores them everywhere).
-- MySQL TINYINT(1) → int8 (the reader turns off DuckDB's mysql_tinyint1_as_boolean, which makes 2 and -1 `true`).
-- MySQL zero dates ('0000-00-00'), which DuckDB silently reads as NULL: datetime/date/timestamp columns stay on the
-  fast native path, and the reader adds one server-side check column per read (a bit per temporal column, computed
-  by the server while it sends the rows) that fails the read naming the column; `= "text"` then exports the exact
-  text ('0000-00-00 00:00:00'). Dates with a zero month or day make DuckDB fail loudly on its own.
+- MySQL TINYINT(1) → int8: the reader parses the server's text, so 2 and -1 stay (its DuckDB fallback turns off
+  mysql_tinyint1_as_boolean, which makes them `true`).
+- MySQL zero dates ('0000-00-00', '2024-00-10'): datetime/date/timestamp columns stay native, and a read that meets
+  one fails naming the columns — the reader finds them in the server's text when it does not parse as a date (its
+  DuckDB fallback, whose scanner reads them as NULL, asks the server for a check column instead); `= "text"` then
+  exports the exact text ('0000-00-00 00:00:00').
 - MySQL TIMESTAMP → timestamp[us, tz=UTC]: every connection rivet opens uses time_zone '+00:00'.
 """
 from __future__ import annotations

@@ -7,6 +7,7 @@ other work on the machine spreads over all of them):
   cursor    the same raw-rows → Arrow conversion fed by the C driver's cursor (raw=True, unbuffered, fetchmany)
             instead of the C API object's fetch_row
   pure      the same on the pure-Python driver (what a missing C extension would give)
+  startup   imports, connection and planning only, no rows: subtract it from the Python paths' client CPU and RSS
   quick     floor: `mariadb --quick -e "SELECT * ..." > /dev/null` (streams)
   buffered  floor: `mariadb -e "SELECT * ..." > /dev/null` (the client buffers the whole result)
 Server CPU is the utime+stime delta of the mariadbd/mysqld process (/proc), so it includes whatever else the server
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-PATHS = ("cext", "duckdb", "cursor", "pure", "quick", "buffered")
+PATHS = ("cext", "duckdb", "cursor", "pure", "startup", "quick", "buffered")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,6 +70,8 @@ def read_batches(path: str, url: str, table: str, batch_rows: int):
     elif path == "duckdb":
         src._native()
         yield from src._read_duckdb(sql, schema, batch_rows)
+    elif path == "startup":
+        src._native()
     else:
         yield from cursor_read(src, sql, schema, batch_rows, pure=path == "pure")
     src.close()
@@ -160,7 +163,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--paths", default=",".join(PATHS))
     ap.add_argument("--batch-rows", type=int, default=122_880)
-    ap.add_argument("--one", choices=PATHS[:4], help=argparse.SUPPRESS)
+    ap.add_argument("--one", choices=PATHS[:5], help=argparse.SUPPRESS)
     ap.add_argument("--verify", action="store_true")
     args = ap.parse_args()
     if args.one:

@@ -9,13 +9,14 @@ CONSISTENT SNAPSHOT, READ ONLY`), an unbuffered result read with libmysqlclient'
 no per-value Python conversion). Each slice of rows becomes Arrow in one call (a struct array built from the row
 tuples, then split into columns), and pyarrow.compute parses the server's text into exactly the planned types
 (ints incl. unsigned, DECIMAL → decimal128 exactly, DATETIME/DATE/TIMESTAMP, FLOAT/DOUBLE, BIT, YEAR). Measured on
-MariaDB (scripts/bench_mysql_paths.py): about 1.5-2x faster than DuckDB's mysql scanner and a fifth of the
-server CPU, which the scanner burns on its own. Zero dates ('0000-00-00', '2024-00-10') fail that parse; the
-reader then looks for them in the batch (one vectorized regex) and refuses the read naming the columns and the
-`= "text"` override. Closing a read early closes its socket without draining the rest of the result.
+MariaDB, 5 M rows (scripts/bench_mysql_paths.py): 7.2 s against 20.7 s for DuckDB's mysql scanner and 5.1 s for
+`mariadb --quick`; the server spends 3.6 s of CPU on it, as on `mariadb --quick`, where the scanner makes it burn
+15.8 s. Zero dates ('0000-00-00', '2024-00-10') fail that parse; the reader then looks for them in the batch (one
+vectorized regex) and refuses the read naming the columns and the `= "text"` override. Closing a read early closes
+its socket without draining the rest of the result.
 
-Without the C extension (imported after pyarrow/duckdb, see MySQLSource), the pure-Python driver is ~3x slower
-than DuckDB's scanner, so rows go through `mysql_query` then: MariaDB gets `SET STATEMENT max_statement_time=N FOR
+Without the C extension (see MySQLSource), the pure-Python driver would need ~9 s of CPU per million rows
+(measured; DuckDB's scanner about 1.6 s plus 3 s on the server), so rows go through `mysql_query` then: MariaDB gets `SET STATEMENT max_statement_time=N FOR
 <select>` and MySQL the optimizer hint `SELECT /*+ MAX_EXECUTION_TIME(ms) */`, because the scanner's session cannot
 be configured. DuckDB turns zero dates into NULL without a word, so that read asks the server for one extra BIGINT
 column per 62 temporal columns (bit i set when column i has a zero month or day in that row), checked per batch.
@@ -120,9 +121,10 @@ def classify(exc: BaseException, where: str, connecting: bool = False, elapsed: 
 
 class MySQLSource(Source):
     """Note for whoever imports this: mysql-connector's C extension (`_mysql_connector`) fails to load with
-    "cannot allocate memory in static TLS block" once pyarrow or duckdb is loaded. Import `_mysql_connector` (or
-    this module) before them — e.g. first thing in engine/__init__ — to get it; otherwise the pure-Python driver is
-    used, which is fine for what it does here (introspection and scalars; rows flow through DuckDB)."""
+    "cannot allocate memory in static TLS block" once pyarrow or duckdb is loaded, and (vendored libssl) once the
+    system libcrypto is loaded by hashlib unless `ssl` was imported before it. Import it first thing — engine/__init__
+    does — to get the fast row path; without it the pure-Python driver does introspection and scalars, and rows flow
+    through DuckDB's scanner (faster than the pure-Python driver)."""
     engine = "mysql"
 
     def __init__(self, cfg: SourceConfig, tuning: Tuning):
@@ -183,6 +185,9 @@ class MySQLSource(Source):
             kw["ssl_verify_identity"] = mode == "verify_identity"
         try:
             conn = mysql.connector.connect(**kw)
+        except mysql.connector.Error as e:
+            raise classify(e, self._where, connecting=True) from None
+        try:
             cur = conn.cursor()
             if self._mariadb is None:
                 cur.execute("SELECT VERSION(), @@SESSION.sql_mode")
@@ -197,7 +202,11 @@ class MySQLSource(Source):
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             cur.close()
         except mysql.connector.Error as e:
-            raise classify(e, self._where, connecting=True) from None
+            try:
+                conn.close()
+            except mysql.connector.Error:
+                pass
+            raise classify(e, self._where) from None
         return conn
 
     def _native(self):
@@ -317,7 +326,7 @@ class MySQLSource(Source):
     # ---- rows --------------------------------------------------------------------------------------------------
     def read(self, sql: str, schema: pa.Schema, batch_rows: int,
              scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
-        # scan_table buys nothing here: neither path can split one MySQL result, the runner's chunks parallelize
+        # scan_table buys nothing here: neither path splits one MySQL result (the runner's chunks parallelize)
         with self._lock:
             self._native()   # fails fast (connect_timeout) on a dead or mute server; learns the flavour
         if HAVE_CEXT:
