@@ -14,6 +14,7 @@ import traceback
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.errors import ExitClass, RivetError, internal
@@ -193,11 +194,11 @@ def doctor_cmd(ctx):
     failed = False
     for check in run_checks(opts(ctx)):
         mark = "[green]ok  [/]" if check.ok else "[red]FAIL[/]"
-        err_console.print(f"{mark} {check.name:<22} {check.detail}", highlight=False)
+        err_console.print(f"{mark} {check.name:<22} {escape(check.detail)}", highlight=False)
         if not check.ok:
             failed = True
             if check.hint:
-                err_console.print(f"     hint: {check.hint}", highlight=False)
+                err_console.print(f"     hint: {check.hint}", markup=False, highlight=False)
     return ExitClass.USAGE if failed else ExitClass.OK
 
 
@@ -299,7 +300,7 @@ def repair_cmd(ctx, name, report_file, execute, as_json):
         return ExitClass.OK
     verb = "re-exported" if result.executed else "would re-export"
     for c in result.chunks:
-        err_console.print(f"{verb} chunk {c['index']} [{c['lo']} .. {c['hi']}]: source {c['source_rows']}, "
+        err_console.print(f"{verb} chunk {c['index']} \\[{c['lo']} .. {c['hi']}]: source {c['source_rows']}, "
                           f"recorded {c['recorded_rows']}", highlight=False)
     if result.executed:
         err_console.print(f"{len(result.new_parts)} new part(s), {result.rows_written:,} rows; "
@@ -329,9 +330,9 @@ def render_validation(reports, as_json: bool) -> ExitClass:
         mark = "[green]ok  [/]" if r.ok else "[red]FAIL[/]"
         err_console.print(f"{mark} {r.export:<20} {r.uri}  {r.parts_checked} parts, {r.rows:,} rows", highlight=False)
         for f in r.failures:
-            err_console.print(f"     [red]✗[/] {f.object}: {f.problem}", highlight=False)
+            err_console.print(f"     [red]✗[/] {escape(f.object)}: {escape(f.problem)}", highlight=False)
         for f in r.warnings:
-            err_console.print(f"     [yellow]![/] {f.object}: {f.problem}", highlight=False)
+            err_console.print(f"     [yellow]![/] {escape(f.object)}: {escape(f.problem)}", highlight=False)
     return ExitClass.OK if ok else ExitClass.INTEGRITY
 
 
@@ -366,7 +367,7 @@ def render_reconcile(reports) -> ExitClass:
             if c.status != "match":
                 where = f"chunk {c.index} [{c.lo} .. {c.hi}]" if c.index is not None else "whole export"
                 err_console.print(f"     {c.status:<8} {where}: source {c.source_rows}, recorded {c.recorded_rows}"
-                                  + (f" ({c.note})" if c.note else ""), highlight=False)
+                                  + (f" ({c.note})" if c.note else ""), markup=False, highlight=False)
         if any(c.status == "mismatch" for c in r.checks):
             worst = ExitClass.INTEGRITY
     return worst

@@ -9,6 +9,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from engine import events as ev
 from engine.runner import ExportResult
@@ -70,7 +71,8 @@ class HeadlessProgress:
                 self._refresh(name, status="running")
             elif name not in self._stats:
                 if isinstance(event, ev.ExportFinished) and event.error:
-                    self.console.print(f"[red]✗[/] {name}: error[{event.error['code']}]: {event.error['error']}")
+                    self.console.print(Text.assemble(("✗", "red"), f" {name}: error[{event.error['code']}]: "
+                                                 f"{event.error['error']}"), highlight=False)
                 return
             elif isinstance(event, ev.BatchWritten):
                 self._stats[name]["rows"] += event.rows
@@ -80,9 +82,10 @@ class HeadlessProgress:
                 self._stats[name]["chunks_done"] += 1
                 self._refresh(name)
             elif isinstance(event, ev.Retrying):
-                self.console.print(f"[yellow]↻[/] {name}: retry {event.attempt} in {event.delay_s:.1f}s: {event.error}")
+                self.console.print(Text.assemble(("↻", "yellow"), f" {name}: retry {event.attempt} in "
+                                                 f"{event.delay_s:.1f}s: {event.error}"), highlight=False)
             elif isinstance(event, ev.Warned):
-                self.console.print(f"[yellow]![/] {name}: {event.message}")
+                self.console.print(Text.assemble(("!", "yellow"), f" {name}: {event.message}"), highlight=False)
             elif isinstance(event, ev.ExportFinished):
                 s = self._stats[name]
                 s["rows"], s["bytes"] = event.rows, event.bytes
@@ -102,13 +105,14 @@ def print_summary(console: Console, results: list[ExportResult], elapsed_s: floa
     console.print(table)
     for r in results:
         for w in r.warnings:
-            console.print(f"[yellow]warning[/] {r.name}: {w}")
+            console.print(Text.assemble(("warning", "yellow"), f" {r.name}: {w}"), highlight=False)
         if r.error and json_errors:
             sys.stderr.write(r.error.to_json() + "\n")
-        elif r.error:
-            console.print(f"[red]error[{r.error.code}][/]: {r.name}: {r.error.message}", markup=True, highlight=False)
+        elif r.error:   # messages and hints may hold [brackets]: never let rich read them as markup
+            console.print(Text.assemble(("error", "red"), f"[{r.error.code}]: {r.name}: {r.error.message}"),
+                          highlight=False)
             if r.error.hint:
-                console.print(f"  hint: {r.error.hint}", highlight=False)
+                console.print(f"  hint: {r.error.hint}", markup=False, highlight=False)
 
 
 def print_json(obj) -> None:
@@ -123,20 +127,22 @@ def render_diff(console: Console, diffs) -> None:
                       highlight=False)
         if d.strategy == "incremental":
             frm = d.cursor_from if d.cursor_from is not None else "first run"
-            console.print(f"  cursor  [red]{frm}[/] → [green]{d.cursor_to if d.cursor_to is not None else '-'}[/]",
+            console.print(Text.assemble("  cursor  ", (str(frm), "red"), " → ",
+                                        (str(d.cursor_to if d.cursor_to is not None else "-"), "green")),
                           highlight=False)
         if d.strategy == "chunked":
             console.print(f"  chunks  [green]+{d.chunks_new} new[/]  [yellow]~{d.chunks_redo} to redo[/]  "
                           f"[dim]={d.chunks_done} done[/]", highlight=False)
             for c in d.chunk_ranges[:20]:
                 mark, colour = {"new": ("+", "green"), "redo": ("~", "yellow"), "done": ("=", "dim")}[c["state"]]
-                console.print(f"    [{colour}]{mark} chunk {c['index']}: {c['lo']} .. {c['hi']}[/]", highlight=False)
+                console.print(Text(f"    {mark} chunk {c['index']}: {c['lo']} .. {c['hi']}", style=colour),
+                              highlight=False)
             if len(d.chunk_ranges) > 20:
                 console.print(f"    … {len(d.chunk_ranges) - 20} more", highlight=False)
         if d.rows_estimate is not None:
             console.print(f"  rows    ~{d.rows_estimate:,}", highlight=False)
         for change in d.schema_changes:
             colour = {"+": "green", "-": "red"}.get(change[:1], "yellow")
-            console.print(f"  schema  [{colour}]{change}[/]", highlight=False)
+            console.print(Text.assemble("  schema  ", (change, colour)), highlight=False)
         for w in d.warnings:
-            console.print(f"  [yellow]! {w}[/]", highlight=False)
+            console.print(Text(f"  ! {w}", style="yellow"), highlight=False)
