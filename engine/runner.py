@@ -34,6 +34,7 @@ from engine.planner import CURSOR_FIELD, ExportPlan, TaskSpec, cursor_text, plan
 from engine.secrets import redact
 from engine.sources import open_source
 
+JOURNAL_FLUSH_S = 1.0
 JOURNALED = (ev.ExportStarted, ev.ChunkStarted, ev.ChunkFinished, ev.PartCommitted, ev.Retrying, ev.Warned,
              ev.ExportFinished)
 
@@ -232,18 +233,35 @@ class Runner:
         self._emit_outer = emit
         self.executor = executor or make_executor(config)
         self._journal_lock = threading.Lock()
+        self._journal: list[tuple] = []
+        self._journal_flushed = time.monotonic()
         self.cancelled = threading.Event()
 
     # -- events ---------------------------------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
         if isinstance(event, JOURNALED):
-            try:
-                payload = {k: v for k, v in event.to_dict().items() if k not in ("export", "run_id", "event")}
-                with self._journal_lock:
-                    self.store.journal(event.export, event.run_id, event.kind, payload)
-            except Exception:  # the journal is observational; never fail an export for it
-                pass
+            payload = {k: v for k, v in event.to_dict().items() if k not in ("export", "run_id", "event")}
+            with self._journal_lock:
+                self._journal.append((event.export, event.run_id, event.kind, payload))
+                due = time.monotonic() - self._journal_flushed > JOURNAL_FLUSH_S or isinstance(event, ev.ExportFinished)
+            if due:
+                self.flush_journal()
         self._emit_outer(event)
+
+    def flush_journal(self) -> None:
+        """Write buffered journal rows in one state transaction (not one per event: each opens the state file).
+        Runs at most every JOURNAL_FLUSH_S while events flow, and when an export ends."""
+        with self._journal_lock:
+            rows, self._journal = self._journal, []
+            self._journal_flushed = time.monotonic()
+        if not rows:
+            return
+        try:
+            with self.store.batch():
+                for row in rows:
+                    self.store.journal(*row)
+        except Exception:  # the journal is observational; never fail an export for it
+            pass
 
     # -- entry points ---------------------------------------------------------------------------------------
     def run(self) -> list[ExportResult]:
@@ -358,7 +376,11 @@ class Runner:
         parallel = max(1, exp.parallel) if exp.mode == "chunked" else 1
         threads = max(1, (os.cpu_count() or 2) // parallel)
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
-            futures = [pool.submit(self._attempt_task, t, plan, dest, threads) for t in plan.tasks]
+            # each `rivet run` gives a failed chunk a fresh budget of chunk_max_attempts tries beyond those spent
+            spent = ({t["chunk_index"]: t["attempts"] or 0 for t in store.chunk_tasks(plan.run_id)}
+                     if exp.mode == "chunked" and exp.chunk_checkpoint else {})
+            futures = [pool.submit(self._attempt_task, t, plan, dest, threads, spent.get(t.index, 0))
+                       for t in plan.tasks]
             for fut in as_completed(futures):
                 try:
                     tr: TaskResult = fut.result()
@@ -447,7 +469,7 @@ class Runner:
             result.warnings.append(msg)
             self.emit(ev.Warned(exp.name, plan.run_id, msg))
 
-    def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest, threads: int) -> TaskResult:
+    def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest, threads: int, spent: int = 0) -> TaskResult:
         """Retry transient failures with exponential backoff. Chunk tries are recorded in state and capped by
         chunk_max_attempts (so a crash does not reset the count); other tasks get max_retries retries."""
         exp = plan.export
@@ -467,11 +489,12 @@ class Runner:
                 raise RivetError("RIVET_RUN_CANCELLED", "cancelled", "run again to resume", ExitClass.TRANSIENT)
             attempt = 1
             if chunked:
-                attempt = self.store.start_task(plan.run_id, task.index, max_attempts=(spent or 0) + limit)
-            if task.index is not None:
-                self.emit(ev.ChunkStarted(exp.name, plan.run_id, task.index, task.lo, task.hi, attempt))
+                attempt = self.store.start_task(plan.run_id, task.index, max_attempts=spent + limit)
+            def started(worker: str) -> None:   # called by the executor once the task is placed
+                if task.index is not None:
+                    self.emit(ev.ChunkStarted(exp.name, plan.run_id, task.index, task.lo, task.hi, attempt, worker))
             try:
-                tr = self.executor.run_task(task, plan, self.config.source, dest, self.emit, threads)
+                tr = self.executor.run_task(task, plan, self.config.source, dest, self.emit, threads, started)
             except Exception as e:
                 err = e if isinstance(e, RivetError) else internal(e)
                 if chunked:
@@ -484,9 +507,6 @@ class Runner:
             return tr
 
         backoff = exp.tuning.retry_backoff_ms / 1000
-        spent = 0
-        if chunked:  # each `rivet run` gives a failed chunk a fresh budget of chunk_max_attempts tries
-            spent = next((t["attempts"] for t in self.store.chunk_tasks(plan.run_id) if t["chunk_index"] == task.index), 0)
         retrying = Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(limit),
                             wait=wait_exponential(multiplier=backoff, min=backoff, max=60), before_sleep=before_sleep,
                             reraise=True)
