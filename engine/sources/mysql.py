@@ -276,6 +276,7 @@ class MySQLSource(Source):
         tmp = f"rivet_describe_{threading.get_ident()}"
         body = strip_query(relation.query)
         with self._lock:
+            self._native()   # connect first: a wrong password is an authentication error, not a missing grant
             try:
                 self._run(f"CREATE TEMPORARY TABLE `{tmp}` AS SELECT * FROM ({body}\n) AS {QUERY_ALIAS} LIMIT 0")
                 try:
