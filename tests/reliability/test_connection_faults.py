@@ -175,6 +175,9 @@ NOT_TRANSIENT = {
     "mysql_syntax": ("mysql", None, 'query = "SELEC id FROM conn_items"', "RIVET_SOURCE_QUERY"),
     "mysql_missing_table": ("mysql", None, 'table = "no_such_table"', "RIVET_SOURCE_NO_SUCH_TABLE"),
     "mysql_bad_password": ("mysql", "USER:Wrong-Pass-456", 'table = "conn_items"', "RIVET_SOURCE_AUTH"),
+    # a query export describes itself through a temporary table: a wrong password must still say "auth"
+    "mysql_bad_password_query": ("mysql", "USER:Wrong-Pass-456", 'query = "SELECT id FROM conn_items"',
+                                 "RIVET_SOURCE_AUTH"),
 }
 
 
