@@ -23,9 +23,14 @@ SLOW = "[exports.tuning]\nbatch_size = 1000\nthrottle_ms = 30\nretry_backoff_ms 
 
 @pytest.fixture(scope="module")
 def pg_conn_items(pg):
-    pg.sql("DROP TABLE IF EXISTS conn_items")
+    pg.sql("DROP TABLE IF EXISTS conn_items CASCADE")
     pg.sql("CREATE TABLE conn_items (id bigint PRIMARY KEY, seq bigint NOT NULL, pad text)")
     pg.sql(f"INSERT INTO conn_items SELECT g, g, repeat(md5(g::text), 3) FROM generate_series(1, {ROWS}) g")
+    # The server sends a plain scan faster than rivet reads (DuckDB buffers it), so a kill could miss the stream.
+    # Through this function every 1000th row costs 20 ms on the server: the read stays active for ~2 s.
+    pg.sql("CREATE OR REPLACE FUNCTION rivet_slow(i bigint) RETURNS bigint LANGUAGE plpgsql AS "
+           "$$ BEGIN IF i % 1000 = 0 THEN PERFORM pg_sleep(0.02); END IF; RETURN i; END $$")
+    pg.sql("CREATE VIEW conn_slow AS SELECT rivet_slow(id) AS id, seq, pad FROM conn_items")
     return pg
 
 
@@ -57,8 +62,8 @@ def kill_pg_reader(pg, table: str, delay: float = 0.3) -> int:
 
     def reader():
         found[:] = pg.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
-                          "application_name = 'rivet' AND state = 'active' AND query ILIKE %s",
-                          (f"COPY (SELECT%{table}%",))
+                          "application_name = 'rivet' AND backend_type = 'client backend' AND state = 'active' "
+                          "AND query ILIKE %s", (f"COPY (SELECT%{table}%",))
         return bool(found)
     assert wait_for(reader, timeout=60, step=0.02), "rivet's reading backend never showed up"
     time.sleep(delay)   # let some batches through first: the kill lands mid-stream
@@ -114,15 +119,17 @@ def test_pg_terminate_backend_mid_fused_parquet_copy_retries(tmp_path, pg_conn_i
     assert_retried_to_exact_rows(cfg, proc, list(range(1, ROWS + 1)))
 
 
-def test_pg_terminate_backend_mid_incremental_resumes_from_the_same_cursor(tmp_path, pg):
-    pg.sql("DROP TABLE IF EXISTS conn_inc")
+def test_pg_terminate_backend_mid_incremental_resumes_from_the_same_cursor(tmp_path, pg_conn_items):
+    pg = pg_conn_items
+    pg.sql("DROP TABLE IF EXISTS conn_inc CASCADE")
     pg.sql("CREATE TABLE conn_inc (id bigint PRIMARY KEY, seq bigint NOT NULL, pad text)")
     pg.sql("INSERT INTO conn_inc SELECT g, g, md5(g::text) FROM generate_series(1, 1000) g")
-    cfg = config(tmp_path, pg.url, "postgres", 'table = "conn_inc"\nmode = "incremental"\ncursor_column = "seq"')
+    pg.sql("CREATE VIEW conn_inc_slow AS SELECT rivet_slow(id) AS id, seq, pad FROM conn_inc")
+    cfg = config(tmp_path, pg.url, "postgres", 'table = "conn_inc_slow"\nmode = "incremental"\ncursor_column = "seq"')
     assert run_summary(rivet("run", "-c", cfg, "--no-tui", "--json", check=0))["rows"] == 1000
     pg.sql(f"INSERT INTO conn_inc SELECT g, g, repeat(md5(g::text), 3) FROM generate_series(1001, {ROWS}) g")
     proc = start(cfg)
-    assert kill_pg_reader(pg, "conn_inc") == 1
+    assert kill_pg_reader(pg, "conn_inc_slow") == 1
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     store = store_of(cfg)
@@ -135,9 +142,10 @@ def test_pg_terminate_backend_mid_incremental_resumes_from_the_same_cursor(tmp_p
 
 
 def test_pg_terminate_backend_mid_chunk_retries_that_chunk(tmp_path, pg_conn_items):
-    cfg = config(tmp_path, pg_conn_items.url, "postgres", 'table = "conn_items"\nmode = "chunked"\nchunk_count = 2')
+    cfg = config(tmp_path, pg_conn_items.url, "postgres",
+                 'table = "conn_slow"\nmode = "chunked"\nchunk_column = "id"\nchunk_count = 2')
     proc = start(cfg)
-    assert kill_pg_reader(pg_conn_items, "conn_items") == 1
+    assert kill_pg_reader(pg_conn_items, "conn_slow") == 1
     assert_retried_to_exact_rows(cfg, proc, list(range(1, ROWS + 1)))
     store = store_of(cfg)
     tasks = store.chunk_tasks(store.latest_chunk_run("conn")["run_id"])
