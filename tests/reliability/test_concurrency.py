@@ -25,7 +25,7 @@ def lock_items(pg):
 
 @pytest.fixture
 def cfg(tmp_path, lock_items):
-    # slow: 6 chunks of 500 rows, 100-row batches, 60 ms between batches (~2 s in all)
+    # slow: 6 chunks of 500 rows, 100-row batches, 100 ms between batches (3 s in all)
     return write_config(tmp_path / "rivet.toml", f"""
 [source]
 type = "postgres"
@@ -39,7 +39,7 @@ chunk_size = 500
 destination = {{ type = "local", path = "out" }}
 [exports.tuning]
 batch_size = 100
-throttle_ms = 60
+throttle_ms = 100
 """)
 
 

@@ -20,7 +20,7 @@ from tests.reliability.common import Prefix, dest_toml, local_dest, rivet, run_s
     write_config
 
 ROWS = 20_000
-SLOW = "[exports.tuning]\nbatch_size = 500\nthrottle_ms = 40\nretry_backoff_ms = 100\nmax_retries = 1"
+SLOW = "[exports.tuning]\nbatch_size = 500\nthrottle_ms = 60\nretry_backoff_ms = 100\nmax_retries = 1"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,8 @@ def test_object_store_stopped_mid_run(tmp_path, dest_items):
         dest = s3(endpoint, bucket)
         cfg = config(tmp_path, dest_items, dest, 'mode = "incremental"\ncursor_column = "seq"\nmax_file_size = "64KB"')
         proc = start(cfg)
-        assert wait_for(lambda: parts_in(boto(endpoint), bucket), timeout=60), "no part reached the store"
+        client = boto(endpoint)
+        assert wait_for(lambda: parts_in(client, bucket), timeout=60), "no part reached the store"
         stop(moto)                                   # the store is gone mid-run
         out, err = proc.communicate(timeout=120)
         assert_failed_cleanly(cfg, out, "RIVET_DEST_UNREACHABLE", 2, proc.returncode)
