@@ -19,7 +19,9 @@ from rich.table import Table
 
 from engine.errors import ExitClass, RivetError, internal
 
-err_console = Console(stderr=True, highlight=False)
+# Off a terminal (logs, cron, CI) lines must not wrap at 80 columns: one check, one error, one line.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True,
+                      width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
 GLOBALS = ("config_path", "state_path", "json_errors", "lock_wait")
 
 
