@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import pyarrow as pa
 
 from engine.config import Config, ExportConfig
 from engine.errors import ExitClass, RivetError
@@ -155,4 +154,4 @@ def reconcile_many(config: Config, store, names: list[str] | None = None) -> lis
     return [reconcile_export(config, exp, store) for exp in config.select(names)]
 
 
-__all__ = ["reconcile_export", "reconcile_many", "ReconcileReport", "ChunkCheck", "pa"]
+__all__ = ["reconcile_export", "reconcile_many", "ReconcileReport", "ChunkCheck"]

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -523,4 +522,4 @@ def worst_exit(results: list[ExportResult]) -> ExitClass:
     return max((r.exit_class for r in results), default=ExitClass.OK)
 
 
-__all__ = ["Runner", "RunOptions", "ExportResult", "run_exports", "worst_exit", "execute_task", "pa"]
+__all__ = ["Runner", "RunOptions", "ExportResult", "run_exports", "worst_exit", "execute_task"]
