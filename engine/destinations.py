@@ -41,6 +41,7 @@ from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 from engine import secrets
 from engine.config import DestinationConfig
 from engine.faults import armed, fault
+from engine.formats import is_part_of
 from engine.errors import ExitClass, RivetError
 
 PART_CHUNK = 8 * 1024 * 1024      # multipart above this size, and the part size (bounds memory with CONCURRENCY)
@@ -203,6 +204,31 @@ class Destination:
         name = f".rivet-probe-{uuid.uuid4().hex[:12]}"
         self.put_bytes(name, b"rivet doctor probe\n")
         self.delete(name)
+
+    def sweep_spool(self, export_name: str) -> int:
+        """Local only: remove spool files an earlier, killed run of this export left behind (its parts never reached
+        their final names). Call it holding the export's run lock; files of other exports are never touched.
+        Returns how many files were removed."""
+        if self.kind != "local":
+            return 0
+        staging = self.root / STAGING_DIR
+        removed = 0
+        for run_dir in staging.glob("*") if staging.is_dir() else []:
+            if run_dir.name == self.run_id or not run_dir.is_dir():
+                continue
+            for f in run_dir.iterdir():
+                if not is_part_of(export_name, f.name):
+                    continue
+                if f.is_dir():   # the fused path's rotation folder
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    f.unlink(missing_ok=True)
+                removed += 1
+            try:
+                run_dir.rmdir()   # only if nothing of another export is left in it
+            except OSError:
+                pass
+        return removed
 
     def close(self) -> None:
         """Remove the (now empty) spool directory. Leftover spool files of a failed commit are left for inspection."""

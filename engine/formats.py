@@ -77,6 +77,12 @@ def part_basename(export: str, now: datetime | None = None, chunk_index: int | N
     return f"{export}{chunk}_{stamp}_{secrets.token_hex(3)}"
 
 
+def is_part_of(export: str, filename: str) -> bool:
+    """Whether a file name is one of `export`'s parts (and not, e.g., of an export named `<export>_chunked`)."""
+    import re
+    return re.match(rf"{re.escape(export)}(_chunk\d+)?_\d{{8}}_\d{{6}}_\d{{3}}_[0-9a-f]{{6}}", filename) is not None
+
+
 def extension(fmt: str) -> str:
     return "parquet" if fmt == "parquet" else "csv"
 

@@ -367,6 +367,7 @@ class Runner:
         self.emit(ev.ExportStarted(exp.name, plan.run_id, exp.mode, plan.chunks_total or None, plan.chunks_done,
                                    plan.rows_estimate))
         to_stdout = dest.kind == "stdout"
+        dest.sweep_spool(exp.name)   # spool files of a killed earlier run (we hold the export's lock)
         if not to_stdout and dest.head(SUCCESS) is not None:
             dest.delete(SUCCESS)   # the prefix is in flux until this run's _SUCCESS lands
 

@@ -176,3 +176,15 @@ def test_parquet_rotation_on_the_fused_copy_path(tmp_path, pg_orders):
     assert sum(p["rows"] for p in m["parts"]) == 20000
     assert pq.read_schema(parts[0]).field("amount").metadata[b"rivet.native_type"] == b"numeric(12,2)"
     assert not list(out.glob(".rivet-staging/*/*"))   # nothing left in the spool
+
+
+def test_a_killed_runs_spool_files_are_swept_by_the_next_run(tmp_path, pg_orders):
+    cfg = pg_config(tmp_path, pg_orders)
+    killed = rivet("run", "-c", cfg, "--no-tui", env={"RIVET_FAULT_AT": "mid_upload"})
+    assert killed.returncode == -9
+    staging = tmp_path / "out/orders/.rivet-staging"
+    assert list(staging.rglob("orders_*.parquet"))        # the part never reached its final name
+    assert not list((tmp_path / "out/orders").glob("*.parquet"))
+    run_json(cfg)
+    assert not staging.exists() or not list(staging.rglob("*"))
+    assert len(list((tmp_path / "out/orders").glob("*.parquet"))) == 1
