@@ -157,13 +157,21 @@ class RivetApp(App[int]):
         self.background(self._load_state, name="load state", done=self._state_loaded)
         self.set_interval(1.0, self._maybe_reload_progression)
 
-    def _load_state(self) -> tuple[list[dict], list[dict]]:
-        return self.store.summary(), self.store.progression()
+    def _load_state(self) -> tuple[list[dict], list[dict], dict[str, dict]]:
+        return self.store.summary(), self.store.progression(), self.store.latest_events("Reconciled")
 
-    def _state_loaded(self, result: tuple[list[dict], list[dict]]) -> None:
-        summary, progression = result
+    def _state_loaded(self, result: tuple[list[dict], list[dict], dict[str, dict]]) -> None:
+        summary, progression, reconciles = result
         self.model.load_summary(summary)
         self.model.load_progression(progression)
+        for name, row in reconciles.items():   # the board's "Last reconcile" survives a restart
+            state = self.model.states.get(name)
+            if state is not None and state.last_reconcile is None:
+                p = row["payload"]
+                status = "match" if p.get("ok") else ("mismatch" if p.get("summary", {}).get("mismatch") else "unknown")
+                at = datetime.fromisoformat(str(row["at"]).replace("Z", "+00:00")).timestamp()
+                state.last_reconcile = {"status": status, "at": at, "summary": p.get("summary", {}),
+                                        "verified_written": p.get("verified_written", False)}
         self.progression_rows = {r["export_name"]: r for r in progression}
         self.progression_version += 1
         self.loaded = True

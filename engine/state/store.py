@@ -655,6 +655,14 @@ class StateStore:
             row["payload"] = json.loads(row["payload"]) if row["payload"] else {}
         return rows
 
+    def latest_events(self, event: str) -> dict[str, dict[str, Any]]:
+        """The newest journal row of one kind per export, in one transaction (e.g. each export's last reconcile)."""
+        rows = self._rows("SELECT * FROM run_journal WHERE event = ? "
+                          "QUALIFY row_number() OVER (PARTITION BY export_name ORDER BY id DESC) = 1", [event])
+        for row in rows:
+            row["payload"] = json.loads(row["payload"]) if row["payload"] else {}
+        return {row["export_name"]: row for row in rows}
+
     # -- overview ------------------------------------------------------------------------------------------------
 
     def summary(self, name: str | None = None) -> list[dict[str, Any]]:

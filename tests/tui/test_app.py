@@ -155,6 +155,25 @@ def test_board_shows_committed_then_reconcile_verifies(tmp_path, shop):
     assert row["last_verified_chunk_index"] == row["last_committed_chunk_index"] == 9
 
 
+def test_board_remembers_the_last_reconcile_across_restarts(tmp_path, shop):
+    config, store = make_config(tmp_path, shop, ORDERS)
+    from engine.reconcile import reconcile_export
+    from engine.runner import Runner
+    Runner(config, store).run()
+    assert reconcile_export(config, config.export("orders"), store).ok   # as `rivet reconcile` in another process
+
+    async def body():
+        app = RivetApp(config, store)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.loaded)
+            await pilot.press("b")
+            await until(pilot, lambda: type(app.screen).__name__ == "BoardScreen", timeout=5)
+            board = app.screen.query_one("#board")
+            await until(pilot, lambda: board.get_cell("orders", "reconcile").plain.strip().startswith("match"),
+                        timeout=10, what="the last reconcile from the journal")
+    run(body)
+
+
 def test_plan_shows_cursor_diff_and_apply_runs_it(tmp_path, shop):
     config, store = make_config(tmp_path, shop, EVENTS)
     run_json(tmp_path / "rivet.toml")                   # cursor = 500
