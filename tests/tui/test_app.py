@@ -9,7 +9,9 @@ from tests.tui.conftest import EVENTS, GHOST, ORDERS, ROWS, SIZE, cell, make_con
 
 
 def test_run_selected_goes_running_then_done(tmp_path, shop):
-    config, store = make_config(tmp_path, shop, ORDERS + EVENTS)
+    # throttled so the run outlasts a few 4 Hz refreshes: "running" must be seen on screen, not only in the model
+    slow = ORDERS.rstrip() + "\n[exports.tuning]\nbatch_size = 500\nthrottle_ms = 25\n"
+    config, store = make_config(tmp_path, shop, slow + EVENTS)
 
     async def body():
         app = RivetApp(config, store)
