@@ -31,6 +31,24 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
+def export_config(url: str, *, source_type: str = "postgres", name: str, table: str, mode: str,
+                  extra: str = "") -> str:
+    """rivet.toml text for one export to a local `out` directory (written with write_config, which dedents).
+    `extra` lines go after the destination, so they may open sub-tables like [exports.tuning]."""
+    return f"""
+        [source]
+        type = "{source_type}"
+        url = "{url}"
+
+        [[exports]]
+        name = "{name}"
+        table = "{table}"
+        mode = "{mode}"
+        destination = {{ type = "local", path = "out" }}
+        {extra}
+        """
+
+
 def run_json(cfg: Path, *extra, check=0) -> dict:
     proc = rivet("run", "-c", cfg, "--no-tui", "--json", *extra, check=check)
     return json.loads(proc.stdout)

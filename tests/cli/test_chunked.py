@@ -10,22 +10,11 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import RIVET, ROOT, manifest, read_table, rivet, run_json, write_config
+from tests.helpers import export_config, RIVET, ROOT, manifest, read_table, rivet, run_json, write_config
 
 
 def cfg_text(url, source_type="postgres", table="items", extra="", name="items", mode="chunked"):
-    return f"""
-        [source]
-        type = "{source_type}"
-        url = "{url}"
-
-        [[exports]]
-        name = "{name}"
-        table = "{table}"
-        mode = "{mode}"
-        destination = {{ type = "local", path = "out" }}
-        {extra}
-        """
+    return export_config(url, source_type=source_type, name=name, table=table, mode=mode, extra=extra)
 
 
 @pytest.fixture()

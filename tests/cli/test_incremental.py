@@ -5,23 +5,12 @@ import json
 
 import pytest
 
-from tests.helpers import manifest, read_table, rivet, run_json, write_config
+from tests.helpers import export_config, manifest, read_table, rivet, run_json, write_config
 
 
 def cfg_text(url, source_type="postgres", table="events", cursor="updated_at", extra="", name="events"):
-    return f"""
-        [source]
-        type = "{source_type}"
-        url = "{url}"
-
-        [[exports]]
-        name = "{name}"
-        table = "{table}"
-        mode = "incremental"
-        cursor_column = "{cursor}"
-        destination = {{ type = "local", path = "out" }}
-        {extra}
-        """
+    return export_config(url, source_type=source_type, name=name, table=table, mode="incremental",
+                         extra=f'cursor_column = "{cursor}"\n        {extra}')
 
 
 @pytest.fixture()

@@ -7,23 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from engine.plans import seal
-from tests.helpers import manifest, read_table, rivet, run_json, write_config
+from tests.helpers import export_config, manifest, read_table, rivet, run_json, write_config
 
 
 def cfg_text(url, extra="", mode="chunked", table="items", name="items", more=""):
-    return f"""
-        [source]
-        type = "postgres"
-        url = "{url}"
-
-        [[exports]]
-        name = "{name}"
-        table = "{table}"
-        mode = "{mode}"
-        destination = {{ type = "local", path = "out" }}
-        {extra}
-        {more}
-        """
+    return export_config(url, name=name, table=table, mode=mode, extra=f"{extra}\n        {more}")
 
 
 @pytest.fixture()
