@@ -1,14 +1,17 @@
-"""rivet.toml → typed, validated config (SPEC §1).
+"""rivet.toml → typed, validated config (README "Config").
 
-The dataclasses below are the contract the rest of the engine codes against. `load_config` reads TOML with
-tomllib, validates it (unknown keys with position + did-you-mean, wrong types, cross-field rules), fills
-`${VAR}` from params then the environment (unresolved → refuse), anchors relative paths to the config's
-directory, resolves credentials by name only (never copied into anything that gets printed).
+One model per section: the engine codes against the same frozen pydantic models the file is validated into
+(ExportConfig, DestinationConfig, Tuning, ExecutorConfig, RunConfig, and the guardrail/layout sections of
+engine/guardrails.py and engine/layouts.py). Only [source] has a separate resolved type, SourceConfig, because its
+shape changes (url / url_env / url_file / host… → one URL).
+
+`load_config` reads TOML with tomllib, validates it (unknown keys with position + did-you-mean, wrong types,
+cross-field rules), fills `${VAR}` from params then the environment (unresolved → refuse), anchors relative paths
+to the config's directory, resolves credentials by name only (never copied into anything that gets printed).
 """
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import os
 import re
@@ -17,123 +20,28 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
-from engine import secrets
+from engine import secrets, urls
 from engine.errors import ExitClass, RivetError, internal
+from engine.guardrails import MetaColumnsConfig, NotificationsConfig, QualityConfig, settle_seconds
+from engine.layouts import (LayoutError, ParquetConfig, check_format, check_memory_keys, check_partition_keys,
+                            resolve_compression)
 
-MODES = ("full", "incremental", "chunked", "time_window")
-FORMATS = ("parquet", "csv")
-COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "none")
-SOURCE_TYPES = ("postgres", "mysql", "mssql")
-DESTINATION_TYPES = ("local", "s3", "gcs", "azure", "stdout")
-
-
-@dataclass(frozen=True)
-class Tuning:
-    profile: str = "balanced"                # fast | balanced | safe
-    batch_size: int | None = None            # rows per batch; None → derived from batch_size_memory_mb
-    batch_size_memory_mb: int = 32
-    statement_timeout_s: int = 300           # 0 = no timeout
-    max_retries: int = 3
-    retry_backoff_ms: int = 2000
-    throttle_ms: int = 0
-    connect_timeout_s: int = 10
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    type: str                                # postgres | mysql | mssql
-    url: str = field(repr=False)             # resolved connection URL; holds the password: never print it
-    environment: str = "production"          # local | replica | production
-    tuning: Tuning = field(default_factory=Tuning)
-    tls: dict = field(default_factory=dict)  # e.g. {"sslmode": "require"} / mssql {"encrypt": True}
-
-    def masked_url(self) -> str:
-        return secrets.mask_url(self.url)
-
-
-@dataclass(frozen=True)
-class DestinationConfig:
-    type: str                                # local | s3 | gcs | azure | stdout
-    path: str | None = None                  # local: absolute (anchored), may hold {export} {date} {run_id}
-    bucket: str | None = None                # s3/gcs bucket, azure container
-    prefix: str = ""                         # may hold {export} {date} {run_id}
-    region: str | None = None
-    endpoint: str | None = None
-    access_key_env: str | None = None
-    secret_key_env: str | None = None
-    session_token_env: str | None = None
-    aws_profile: str | None = None
-    credentials_file: str | None = None      # gcs service account json (absolute)
-    account_name: str | None = None
-    account_key_env: str | None = None
-    sas_token_env: str | None = None
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    name: str
-    destination: DestinationConfig
-    table: str | None = None                 # "schema.table" or "table"
-    query: str | None = None                 # the SQL text (query_file is read into this)
-    query_file: str | None = None            # absolute path, for display only
-    mode: str = "full"
-    cursor_column: str | None = None
-    incremental_cursor_mode: str = "single_column"   # single_column | coalesce
-    cursor_fallback_column: str | None = None
-    chunk_column: str | None = None          # None → the single-integer primary key (table exports)
-    chunk_size: int | None = None
-    chunk_count: int | None = None
-    chunk_by_days: int | None = None
-    parallel: int = 1
-    chunk_checkpoint: bool = True
-    chunk_max_attempts: int = 3
-    time_column: str | None = None
-    days_window: int | None = None
-    time_column_type: str = "timestamp"      # timestamp | unix
-    format: str = "parquet"
-    compression: str = "zstd"                # csv: always "none"
-    max_file_size: int | None = None         # bytes; None = one part per file unit
-    skip_empty: bool = False
-    on_schema_drift: str = "warn"            # warn | continue | fail
-    columns: dict = field(default_factory=dict)   # per-column override: {"col": "text" | "skip"}
-    tuning: Tuning = field(default_factory=Tuning)  # source tuning with [exports.tuning] merged in
-
-
-@dataclass(frozen=True)
-class ExecutorConfig:
-    type: str = "local"                      # local | dask
-    address: str | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    path: Path                               # the config file (absolute)
-    source: SourceConfig
-    exports: tuple[ExportConfig, ...]
-    state_path: Path                         # default <config dir>/.rivet/state.duckdb
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    tui_keys: dict = field(default_factory=dict)   # binding id → key(s), from [tui.keys]
-
-    @property
-    def base_dir(self) -> Path:
-        return self.path.parent
-
-    def export(self, name: str) -> ExportConfig:
-        for e in self.exports:
-            if e.name == name:
-                return e
-        close = difflib.get_close_matches(name, [e.name for e in self.exports], n=1)
-        raise RivetError("RIVET_CONFIG_UNKNOWN_EXPORT", f"no export named {name!r} in {self.path.name}",
-                         f"did you mean {close[0]!r}?" if close else
-                         "exports: " + ", ".join(e.name for e in self.exports))
-
-    def select(self, names: list[str] | tuple[str, ...] | None) -> list[ExportConfig]:
-        return [self.export(n) for n in names] if names else list(self.exports)
+# Literal types for the validators; the tuples are derived from them so the two cannot drift apart.
+Mode = Literal["full", "incremental", "chunked", "time_window"]
+Format = Literal["parquet", "csv"]
+Compression = Literal["zstd", "snappy", "gzip", "lz4", "none"]
+SourceType = Literal["postgres", "mysql", "mssql"]
+DestinationType = Literal["local", "s3", "gcs", "azure", "stdout"]
+MODES: tuple[str, ...] = get_args(Mode)
+FORMATS: tuple[str, ...] = get_args(Format)
+COMPRESSIONS: tuple[str, ...] = get_args(Compression)
+SOURCE_TYPES: tuple[str, ...] = get_args(SourceType)
+DESTINATION_TYPES: tuple[str, ...] = get_args(DestinationType)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,7 +56,7 @@ TUNING_PROFILES: dict[str, dict[str, int]] = {
              "throttle_ms": 20},
 }
 ENVIRONMENT_PROFILES = {"local": "fast", "replica": "balanced", "production": "safe"}
-PLACEHOLDERS = ("export", "date", "run_id")
+PLACEHOLDERS = urls.PLACEHOLDERS
 
 _INT64 = (-(2**63), 2**63 - 1)          # TOML integers are 64-bit; tomllib accepts more, we don't
 _MAX_FILE_BYTES = 16 * 1024 * 1024      # config, query_file, url_file: bigger is a mistake or an attack
@@ -207,22 +115,25 @@ NonNegative = Annotated[int, Field(ge=0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class _TuningIn(_Model):
-    profile: Literal["fast", "balanced", "safe"] | None = None
-    batch_size: Positive | None = None
-    batch_size_memory_mb: Positive | None = None
-    statement_timeout_s: NonNegative | None = None
-    max_retries: NonNegative | None = None
-    retry_backoff_ms: NonNegative | None = None
-    throttle_ms: NonNegative | None = None
-    connect_timeout_s: Positive | None = None
+class Tuning(_Model):
+    """[source.tuning] / [exports.tuning]. As read from the file only the keys written count (`model_fields_set`);
+    the loader resolves each export's to a complete one: profile defaults ← [source.tuning] ← [exports.tuning]."""
+    profile: Literal["fast", "balanced", "safe"] = "balanced"
+    batch_size: Positive | None = None               # rows per batch; None → derived from batch_size_memory_mb
+    batch_size_memory_mb: Positive = 32
+    statement_timeout_s: NonNegative = 300           # 0 = no timeout
+    max_retries: NonNegative = 3
+    retry_backoff_ms: NonNegative = 2000
+    throttle_ms: NonNegative = 0
+    connect_timeout_s: Positive = 10
 
 
 class _SourceIn(_Model):
-    type: Literal[SOURCE_TYPES]
+    """[source] as written; the loader resolves it to a SourceConfig (url_env / url_file / host… → one URL)."""
+    type: SourceType
     environment: Literal["local", "replica", "production"] = "production"
     url: NonEmpty | None = None
     url_env: NonEmpty | None = None
@@ -232,79 +143,148 @@ class _SourceIn(_Model):
     user: NonEmpty | None = None
     password_env: NonEmpty | None = None
     database: NonEmpty | None = None
-    tuning: _TuningIn = _TuningIn()
-    tls: dict[str, Annotated[Any, AfterValidator(_scalar)]] = {}
+    tuning: Tuning = Field(default_factory=Tuning)
+    tls: dict[str, Annotated[Any, AfterValidator(_scalar)]] = Field(default_factory=dict)
 
 
 _STRUCTURED = ("host", "port", "user", "password_env", "database")
 
 
-class _DestinationIn(_Model):
-    type: Literal[DESTINATION_TYPES]
-    path: NonEmpty | None = None
-    bucket: NonEmpty | None = None
-    prefix: str = ""
+class DestinationConfig(_Model):
+    """[exports.destination]. The loader anchors a local `path` and `credentials_file` to the config's directory."""
+    type: DestinationType
+    path: NonEmpty | None = None             # local: may hold {export} {date} {run_id} (and {partition})
+    bucket: NonEmpty | None = None           # s3/gcs bucket, azure container
+    prefix: str = ""                         # may hold {export} {date} {run_id} (and {partition})
     region: NonEmpty | None = None
     endpoint: NonEmpty | None = None
     access_key_env: NonEmpty | None = None
     secret_key_env: NonEmpty | None = None
     session_token_env: NonEmpty | None = None
     aws_profile: NonEmpty | None = None
-    credentials_file: NonEmpty | None = None
+    credentials_file: NonEmpty | None = None  # gcs service account json
     account_name: NonEmpty | None = None
     account_key_env: NonEmpty | None = None
     sas_token_env: NonEmpty | None = None
 
 
-class _ExportIn(_Model):
+class ExportConfig(_Model):
+    """One [[exports]] entry: the type the engine codes against. The loader checks the rules that span fields and
+    fills what the file leaves to it: `query` from `query_file` (made absolute), `compression` and
+    `compression_level` resolved (engine/layouts.py), `tuning` merged, `destination` anchored."""
     name: NonEmpty
-    destination: _DestinationIn
-    table: NonEmpty | None = None
-    query: NonEmpty | None = None
-    query_file: NonEmpty | None = None
-    mode: Literal[MODES] = "full"
+    destination: DestinationConfig
+    table: NonEmpty | None = None            # "schema.table" or "table"
+    query: NonEmpty | None = None            # the SQL text (query_file is read into this)
+    query_file: NonEmpty | None = None       # absolute path, for display only
+    mode: Mode = "full"
     cursor_column: NonEmpty | None = None
     incremental_cursor_mode: Literal["single_column", "coalesce"] = "single_column"
     cursor_fallback_column: NonEmpty | None = None
-    chunk_column: NonEmpty | None = None
+    chunk_column: NonEmpty | None = None     # None → the single-integer primary key (table exports)
     chunk_size: Positive | None = None
     chunk_count: Positive | None = None
     chunk_by_days: Positive | None = None
+    chunk_by_key: NonEmpty | None = None     # keyset pages of chunk_size rows over a unique NOT NULL indexed key
     parallel: Positive = 1
     chunk_checkpoint: bool = True
     chunk_max_attempts: Positive = 3
     time_column: NonEmpty | None = None
     days_window: Positive | None = None
     time_column_type: Literal["timestamp", "unix"] = "timestamp"
-    format: Literal[FORMATS] = "parquet"
-    compression: Literal[COMPRESSIONS] | None = None
-    max_file_size: Annotated[Any, AfterValidator(_size_value)] = None
+    format: Format = "parquet"
+    compression: Compression = "zstd"        # csv: always "none"
+    max_file_size: Annotated[int | None, BeforeValidator(_size_value)] = None   # bytes; None = one part per unit
     skip_empty: bool = False
     on_schema_drift: Literal["warn", "continue", "fail"] = "warn"
-    columns: dict[str, Literal["text", "skip"]] = {}
-    tuning: _TuningIn = _TuningIn()
+    columns: dict[str, Literal["text", "skip"]] = Field(default_factory=dict)   # per-column override
+    tuning: Tuning = Field(default_factory=Tuning)
+    quality: QualityConfig | None = None     # [exports.quality] (engine/guardrails.py)
+    meta_columns: MetaColumnsConfig | None = None   # [exports.meta_columns] (engine/guardrails.py)
+    column_checksums: bool = False           # per-column checksums in the manifest (engine/guardrails.py)
+    settle: Annotated[int | None, BeforeValidator(settle_seconds)] = None   # seconds, written "1h" (incremental)
+    compression_level: int | None = None     # resolved: zstd 3 unless set (engine/layouts.py)
+    compression_profile: Literal["fast", "balanced", "compact"] | None = None
+    parquet: ParquetConfig | None = None     # [exports.parquet] row groups (engine/layouts.py)
+    max_value_mb: Positive | None = None     # per text/binary value ceiling, checked by the server
+    max_batch_memory_mb: Positive | None = None
+    on_batch_memory_exceeded: Literal["warn", "fail", "auto_shrink"] = "warn"
+    shape_drift_warn_factor: Annotated[float, Field(ge=0)] = 10.0   # 0 = off
+    partition_by: str | None = None          # Hive partitions by this date/timestamp column (engine/layouts.py)
+    partition_granularity: Literal["day", "month", "year"] = "day"
 
 
-class _ExecutorIn(_Model):
+class ExecutorConfig(_Model):
     type: Literal["local", "dask"] = "local"
     address: NonEmpty | None = None
 
 
+class RunConfig(_Model):
+    parallel_exports: Annotated[int, Field(ge=1, le=64)] = 4   # exports at once; --parallel-exports wins
+
+
 class _TuiIn(_Model):
-    keys: dict[str, Annotated[Any, AfterValidator(_key_binding)]] = {}
+    keys: dict[str, Annotated[Any, AfterValidator(_key_binding)]] = Field(default_factory=dict)
 
 
 class _RootIn(_Model):
     source: _SourceIn
-    exports: list[_ExportIn] = []
-    executor: _ExecutorIn = _ExecutorIn()
-    tui: _TuiIn = _TuiIn()
+    exports: list[ExportConfig] = Field(default_factory=list)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    tui: _TuiIn = Field(default_factory=_TuiIn)
+    notifications: NotificationsConfig | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the loader resolves.
+
+@dataclass(frozen=True)
+class SourceConfig:
+    type: str                                # postgres | mysql | mssql
+    url: str = field(repr=False)             # resolved connection URL; holds the password: never print it
+    environment: str = "production"          # local | replica | production
+    tuning: Tuning = field(default_factory=Tuning)
+    tls: dict = field(default_factory=dict)  # e.g. {"sslmode": "require"} / mssql {"encrypt": True}
+
+    def masked_url(self) -> str:
+        return urls.mask_url(self.url)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path                               # the config file (absolute)
+    source: SourceConfig
+    exports: tuple[ExportConfig, ...]
+    state_path: Path                         # default <config dir>/.rivet/state.duckdb
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    tui_keys: dict = field(default_factory=dict)   # binding id → key(s), from [tui.keys]
+    notifications: NotificationsConfig | None = None   # [notifications] (engine/guardrails.py)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def export(self, name: str) -> ExportConfig:
+        for e in self.exports:
+            if e.name == name:
+                return e
+        close = difflib.get_close_matches(name, [e.name for e in self.exports], n=1)
+        raise RivetError("RIVET_CONFIG_UNKNOWN_EXPORT", f"no export named {name!r} in {self.path.name}",
+                         f"did you mean {close[0]!r}?" if close else
+                         "exports: " + ", ".join(e.name for e in self.exports))
+
+    def select(self, names: list[str] | tuple[str, ...] | None) -> list[ExportConfig]:
+        return [self.export(n) for n in names] if names else list(self.exports)
 
 
 # where a misplaced key belongs, for "did you mean" when no spelling is close
 _SECTIONS: dict[str, type[BaseModel]] = {
-    "the top level": _RootIn, "[source]": _SourceIn, "[source.tuning] or [exports.tuning]": _TuningIn,
-    "[[exports]]": _ExportIn, "[exports.destination]": _DestinationIn, "[executor]": _ExecutorIn, "[tui]": _TuiIn,
+    "the top level": _RootIn, "[source]": _SourceIn, "[source.tuning] or [exports.tuning]": Tuning,
+    "[[exports]]": ExportConfig, "[exports.destination]": DestinationConfig, "[executor]": ExecutorConfig,
+    "[run]": RunConfig,
+    "[tui]": _TuiIn,
 }
 
 
@@ -328,6 +308,7 @@ class _TomlIndex:
 
     def __init__(self, text: str):
         self.entries: list[tuple[int, tuple, str]] = []   # (line, full key path, value text; "" for headers)
+        self._lines: dict[tuple, int] | None = None       # full key path → its first line, built on first use
         table: tuple = ()
         arrays: dict[tuple, int] = {}                     # array-of-tables path → index of its latest [[...]]
         closing = ""                                      # inside a multi-line string: its closing quotes
@@ -362,10 +343,13 @@ class _TomlIndex:
 
     def line_of(self, loc: tuple) -> int | None:
         """The line of `loc`, else of its nearest enclosing key or table that can be found."""
-        while loc:
+        if self._lines is None:
+            self._lines = {}
             for n, path, _ in self.entries:
-                if path == loc:
-                    return n
+                self._lines.setdefault(path, n)          # the first occurrence, as a scan would find
+        while loc:
+            if (line := self._lines.get(loc)) is not None:
+                return line
             if isinstance(loc[-1], str):                 # a key inside an inline table on its parent's line
                 key = re.escape(loc[-1])
                 inline = re.compile(rf"""[{{,]\s*(?:{key}|"{key}"|'{key}')\s*=""")
@@ -460,7 +444,7 @@ def _did_you_mean(parent: tuple, name: str) -> str:
     return "valid keys here: " + ", ".join(fields)
 
 
-def _describe(err: dict) -> tuple[str, tuple, str, str]:
+def _describe(err: ErrorDetails) -> tuple[str, tuple, str, str]:
     """One pydantic error → (code, loc, message, hint), in words a TOML author understands."""
     kind, loc, value = err["type"], tuple(err["loc"]), err.get("input")
     key, ctx = _fmt_loc(loc), err.get("ctx") or {}
@@ -497,20 +481,21 @@ def _describe(err: dict) -> tuple[str, tuple, str, str]:
 # Loading.
 
 _REF = re.compile(r"\$\$\{|\$\{([A-Za-z0-9_.-]+)\}|\$\{")
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _EXPORT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _URL_SCHEMES = {  # accepted scheme → canonical scheme, per source type
     "postgres": {"postgresql": "postgresql", "postgres": "postgresql"},
     "mysql": {"mysql": "mysql", "mariadb": "mysql"},
     "mssql": {"mssql": "mssql", "sqlserver": "mssql"},
 }
-_SECRET_QUERY_KEYS = {"password", "pwd", "sslpassword"}
 
 
 class _Loader:
     def __init__(self, path: Path, text: str, params: dict[str, str]):
         self.path, self.base, self.text, self.params = path, path.parent, text, params
         self._index: _TomlIndex | None = None
+        self._anchored: dict[str, Path] = {}
+        self._tunings: dict[tuple, Tuning] = {}                 # per-export work shared by identical inputs
+        self._endpoints_ok: set[str] = set()
 
     # -- errors --------------------------------------------------------------------------------------------
     def line(self, loc: tuple) -> int | None:
@@ -545,7 +530,7 @@ class _Loader:
         if isinstance(node, list):
             return [self.expand(v, loc + (i,), problems) for i, v in enumerate(node)]
         if isinstance(node, str):
-            return self.expand_text(node, loc, problems)
+            return self.expand_text(node, loc, problems) if "$" in node else node
         if isinstance(node, int) and not isinstance(node, bool) and not _INT64[0] <= node <= _INT64[1]:
             problems.append(("RIVET_CONFIG_OUT_OF_RANGE", loc, f"{_fmt_loc(loc)} does not fit in 64 bits",
                              "TOML integers are 64-bit"))
@@ -573,8 +558,10 @@ class _Loader:
 
     # -- files -------------------------------------------------------------------------------------------
     def anchor(self, path: str) -> Path:
-        p = _expand_user(Path(path))
-        return Path(os.path.normpath(p if p.is_absolute() else self.base / p))
+        if (known := self._anchored.get(path)) is None:
+            p = _expand_user(Path(path))
+            known = self._anchored[path] = Path(os.path.normpath(p if p.is_absolute() else self.base / p))
+        return known
 
     def read_text(self, loc: tuple, path: Path) -> str:
         key = _fmt_loc(loc)
@@ -605,6 +592,7 @@ class _Loader:
                              f"[source] needs exactly one of url, url_env, url_file or host/port/user/"
                              f"password_env/database ({found})",
                              'e.g. url_env = "DATABASE_URL" (the name of an environment variable holding the URL)')
+        loc: tuple[str, ...]
         if s.url is not None:
             loc, url = ("source", "url"), s.url
         elif s.url_env is not None:
@@ -618,8 +606,9 @@ class _Loader:
         else:
             loc, url = ("source",), self.structured_url(s)
         url = self.canonical_url(loc, s.type, url)
-        _register_url_secrets(url)
-        profile = s.tuning.profile or ENVIRONMENT_PROFILES[s.environment]
+        for secret in urls.secrets_in(url):
+            secrets.register(secret)
+        profile = s.tuning.profile if "profile" in s.tuning.model_fields_set else ENVIRONMENT_PROFILES[s.environment]
         return SourceConfig(type=s.type, url=url, environment=s.environment, tuning=_tuning(profile, s.tuning),
                             tls=dict(s.tls))
 
@@ -661,7 +650,7 @@ class _Loader:
         return schemes[scheme] + url[m.end(1):]
 
     # -- exports -----------------------------------------------------------------------------------------
-    def export(self, i: int, e: _ExportIn, source: _SourceIn, source_profile: str) -> ExportConfig:
+    def export(self, i: int, e: ExportConfig, source: _SourceIn, source_profile: str) -> ExportConfig:
         loc = ("exports", i)
 
         def fail(code: str, key: str, message: str, hint: str) -> RivetError:
@@ -685,6 +674,9 @@ class _Loader:
             if not query.strip():
                 raise fail("RIVET_CONFIG_INVALID", "query_file", f"{path} is empty", "write the SELECT into it")
             query_file = str(path)
+        if e.settle is not None and e.mode != "incremental":
+            raise fail("RIVET_CONFIG_INVALID", "settle", 'settle applies to mode = "incremental" only',
+                       "remove settle, or make the export incremental")
         if e.mode == "incremental" and e.cursor_column is None:
             raise fail("RIVET_CONFIG_MISSING_CURSOR", "mode", 'mode = "incremental" needs cursor_column',
                        'add cursor_column = "updated_at" (a column that grows with every change)')
@@ -708,24 +700,32 @@ class _Loader:
             if missing:
                 raise fail("RIVET_CONFIG_TIME_WINDOW", "mode", f'mode = "time_window" needs {" and ".join(missing)}',
                            'e.g. time_column = "created_at" and days_window = 7')
-        compression = e.compression or ("zstd" if e.format == "parquet" else "none")
+        try:   # compression keys and [exports.parquet] (engine/layouts.py)
+            written = e.compression if "compression" in e.model_fields_set else None
+            compression, level = resolve_compression(e.format, written, e.compression_level, e.compression_profile)
+            check_format(e.format, e.parquet)
+            check_memory_keys(e)
+            check_partition_keys(e)
+        except LayoutError as le:
+            raise fail(le.code, le.key, le.message, le.hint) from None
         if e.format == "csv" and compression != "none":
             raise fail("RIVET_CONFIG_CSV_COMPRESSION", "compression",
                        f'format = "csv" cannot use compression = "{compression}"',
                        'remove compression (csv is written uncompressed) or use format = "parquet"')
-        profile = e.tuning.profile or source_profile
-        return ExportConfig(
-            name=e.name, destination=self.destination(loc + ("destination",), e.destination), table=e.table,
-            query=query, query_file=query_file, mode=e.mode, cursor_column=e.cursor_column,
-            incremental_cursor_mode=e.incremental_cursor_mode, cursor_fallback_column=e.cursor_fallback_column,
-            chunk_column=e.chunk_column, chunk_size=e.chunk_size, chunk_count=e.chunk_count,
-            chunk_by_days=e.chunk_by_days, parallel=e.parallel, chunk_checkpoint=e.chunk_checkpoint,
-            chunk_max_attempts=e.chunk_max_attempts, time_column=e.time_column, days_window=e.days_window,
-            time_column_type=e.time_column_type, format=e.format, compression=compression,
-            max_file_size=e.max_file_size, skip_empty=e.skip_empty, on_schema_drift=e.on_schema_drift,
-            columns=dict(e.columns), tuning=_tuning(profile, source.tuning, e.tuning))
+        profile = e.tuning.profile if "profile" in e.tuning.model_fields_set else source_profile
+        return e.model_copy(update={
+            "destination": self.destination(loc + ("destination",), e.destination), "query": query,
+            "query_file": query_file, "compression": compression, "compression_level": level,
+            "tuning": self.tuning(profile, source.tuning, e.tuning)})
 
-    def destination(self, loc: tuple, d: _DestinationIn) -> DestinationConfig:
+    def tuning(self, profile: str, source: Tuning, export: Tuning) -> Tuning:
+        """_tuning, shared by the exports that write the same [exports.tuning] (Tuning is frozen)."""
+        key = (profile, tuple((k, getattr(export, k)) for k in sorted(export.model_fields_set)))
+        if (known := self._tunings.get(key)) is None:
+            known = self._tunings[key] = _tuning(profile, source, export)
+        return known
+
+    def destination(self, loc: tuple, d: DestinationConfig) -> DestinationConfig:
         def fail(code: str, key: str | None, message: str, hint: str) -> RivetError:
             return self.error(code, loc + ((key,) if key else ()), f"{_fmt_loc(loc)}: {message}", hint)
 
@@ -740,28 +740,24 @@ class _Loader:
             raise fail("RIVET_CONFIG_DESTINATION", "type", 'type = "azure" needs account_name (or endpoint)',
                        'add account_name = "mystorageaccount"')
         for key in ("path", "prefix"):
-            value = getattr(d, key) or ""
-            names = _PLACEHOLDER.findall(value)
-            bad = [n for n in names if n not in PLACEHOLDERS]
-            if bad or "{" in _PLACEHOLDER.sub("", value) or "}" in _PLACEHOLDER.sub("", value):
-                what = f"unknown placeholder {{{_short(bad[0])}}}" if bad else "an unbalanced { or }"
-                raise fail("RIVET_CONFIG_BAD_PLACEHOLDER", key, f"{key} has {what}",
+            if problem := urls.placeholder_problem(getattr(d, key) or "", _short):
+                raise fail("RIVET_CONFIG_BAD_PLACEHOLDER", key, f"{key} has {problem}",
                            "placeholders: {export} {date} {run_id}")
         if ".." in re.split(r"[/\\]", d.prefix):
             raise fail("RIVET_CONFIG_PATH_TRAVERSAL", "prefix", "prefix must not contain a '..' segment",
                        "write the prefix relative to the bucket root, e.g. raw/{export}/")
-        if d.endpoint is not None:
+        if d.endpoint is not None and d.endpoint not in self._endpoints_ok:   # one check per distinct endpoint
             self.check_endpoint(loc + ("endpoint",), d.endpoint)
+            self._endpoints_ok.add(d.endpoint)
         for name in (d.access_key_env, d.secret_key_env, d.session_token_env, d.account_key_env, d.sas_token_env):
             if name:
                 secrets.register(os.environ.get(name))
-        local = d.type == "local"
-        return DestinationConfig(
-            type=d.type, path=str(self.anchor(d.path)) if local and d.path else d.path, bucket=d.bucket,
-            prefix=d.prefix, region=d.region, endpoint=d.endpoint, access_key_env=d.access_key_env,
-            secret_key_env=d.secret_key_env, session_token_env=d.session_token_env, aws_profile=d.aws_profile,
-            credentials_file=str(self.anchor(d.credentials_file)) if d.credentials_file else None,
-            account_name=d.account_name, account_key_env=d.account_key_env, sas_token_env=d.sas_token_env)
+        anchored = {}
+        if d.type == "local" and d.path:
+            anchored["path"] = str(self.anchor(d.path))
+        if d.credentials_file:
+            anchored["credentials_file"] = str(self.anchor(d.credentials_file))
+        return d.model_copy(update=anchored) if anchored else d
 
     def check_endpoint(self, loc: tuple, endpoint: str) -> None:
         key = _fmt_loc(loc)
@@ -773,19 +769,10 @@ class _Loader:
         if parts is None or parts.scheme not in ("http", "https") or not host:
             raise self.error("RIVET_CONFIG_INVALID", loc, f"{key} must be an http(s) URL with a host",
                              'e.g. endpoint = "https://s3.example.com"')
-        if parts.scheme == "http" and not _is_loopback(host):
+        if parts.scheme == "http" and not urls.is_loopback(host):
             raise self.error("RIVET_CONFIG_INSECURE_ENDPOINT", loc,
                              f"{key} uses plain http to {_short(host)}; credentials and data would cross the "
                              "network unencrypted", "use https://, or http only for 127.0.0.1 / localhost / ::1")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _expand_user(path: Path) -> Path:
@@ -796,26 +783,12 @@ def _expand_user(path: Path) -> Path:
         return path
 
 
-def _register_url_secrets(url: str) -> None:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return
-    if password:
-        secrets.register(password)
-        secrets.register(unquote(password))
-    for key, value in parse_qsl(parts.query):
-        if key.lower() in _SECRET_QUERY_KEYS:
-            secrets.register(value)
-
-
-def _tuning(profile: str, *layers: _TuningIn) -> Tuning:
+def _tuning(profile: str, *layers: Tuning) -> Tuning:
     """Profile defaults, then each layer's explicitly written fields (source, then export)."""
     values: dict[str, Any] = dict(TUNING_PROFILES[profile])
     for layer in layers:
         values.update(layer.model_dump(exclude_unset=True, exclude={"profile"}))
-    return Tuning(profile=profile, **values)
+    return Tuning.model_validate({**values, "profile": profile})
 
 
 def load_config(path: str | Path, params: dict[str, str] | None = None, state_path: str | Path | None = None) -> Config:
@@ -885,8 +858,8 @@ def _load(path: Path, params: dict[str, str], state_path: str | Path | None) -> 
     chosen = state_path if state_path is not None else os.environ.get("RIVET_STATE") or None
     state = loader.anchor(str(chosen)) if chosen else path.parent / ".rivet" / "state.duckdb"
     return Config(path=path, source=source, exports=tuple(exports), state_path=state,
-                  executor=ExecutorConfig(type=root.executor.type, address=root.executor.address),
-                  tui_keys=dict(root.tui.keys))
+                  executor=root.executor, run=root.run,
+                  tui_keys=dict(root.tui.keys), notifications=root.notifications)
 
 
 def _parse_error(path: Path, exc: tomllib.TOMLDecodeError) -> RivetError:

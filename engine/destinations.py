@@ -1,6 +1,6 @@
 """Where parts, manifests and _SUCCESS land: local disk, S3, GCS, Azure Blob (all through obstore) and stdout.
 
-One commit path serves every destination (DESIGN.md): the format writer writes a part into `spool_dir()`, then
+One commit path serves every destination (docs/architecture.md): the format writer writes a part into `spool_dir()`, then
 `commit_file` makes it visible under its final name only once it is complete — a rename for local disk (the spool
 is a hidden staging dir inside the destination root, so same filesystem), an obstore put for clouds (multipart
 above 8 MiB, streamed from the file). An interrupted upload leaves no object under the final name: a single PUT is
@@ -19,7 +19,6 @@ Every obstore/OS failure leaves this module as a one-line RivetError (see `error
 from __future__ import annotations
 
 import configparser
-import ipaddress
 import json
 import os
 import io
@@ -32,6 +31,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast, overload
 from urllib.parse import urlsplit
 
 import obstore
@@ -39,18 +39,22 @@ from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import AzureStore, GCSStore, LocalStore, S3Store
 
 from engine import secrets
+from engine.urls import fill_placeholders as _fill
+from engine.urls import is_loopback
 from engine.config import DestinationConfig
 from engine.faults import armed, fault
 from engine.formats import is_part_of
 from engine.errors import ExitClass, RivetError
 
+if TYPE_CHECKING:   # typing-only names in obstore (not importable at runtime)
+    from obstore.store import AzureConfig, ClientConfig, GCSConfig, RetryConfig, S3Config, S3Credential
+
 PART_CHUNK = 8 * 1024 * 1024      # multipart above this size, and the part size (bounds memory with CONCURRENCY)
 CONCURRENCY = 4                   # parts in flight per upload: peak buffer ≈ PART_CHUNK × CONCURRENCY = 32 MiB
 STAGING_DIR = ".rivet-staging"    # local only: hidden spool inside the destination root, excluded from list()
-CLIENT_OPTIONS = {"connect_timeout": "2s", "timeout": "60s"}
-RETRY = {"max_retries": 2, "retry_timeout": timedelta(seconds=10),
+CLIENT_OPTIONS: ClientConfig = {"connect_timeout": "2s", "timeout": "60s"}
+RETRY: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=10),
          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2}}
-PLACEHOLDERS = ("export", "date", "run_id")
 
 
 class _FaultAtHalf(io.RawIOBase):
@@ -87,6 +91,9 @@ class Destination:
 
     kind: str    # local | s3 | gcs | azure | stdout
     uri: str     # for display, never credentials: file:///abs/dir/, s3://bucket/prefix/, gs://…, az://container/…, stdout
+    # An object to delete before the first part of this run lands (the prefix's _SUCCESS): a run that commits
+    # nothing leaves the prefix exactly as it was, and a part never lands beside a _SUCCESS that does not name it.
+    retract_on_commit: str | None = None
 
     def __init__(self, cfg: DestinationConfig, export_name: str, run_id: str, now: datetime):
         self.kind = cfg.type
@@ -94,6 +101,9 @@ class Destination:
         values = _placeholder_values(export_name, run_id, now)
         self._prefix = _norm_prefix(_fill(cfg.prefix or "", values))
         self._lock = threading.Lock()
+        self._retract_lock = threading.Lock()
+        self._retracted = False
+        self._dirty_dirs: set[Path] = set()     # local directories that received a part since the last sync()
         self._spool: Path | None = None
         self._store = None
         if self.kind == "local":
@@ -133,10 +143,17 @@ class Destination:
         """Make a complete local file visible as prefix/name. On failure the spool file stays, so a retry can rerun."""
         key = self._key(name)
         local_path = Path(local_path)
+        self._retract_once()
         with self._guard(f"commit {name}"):
             if self.kind == "local" and local_path.is_relative_to(self.root):
                 fault("mid_upload")   # a local part is complete in the spool, not yet under its name
                 obstore.rename(self._local(), local_path.relative_to(self.root).as_posix(), key)
+                with self._lock:   # and each directory the rename created (a Hive partition's), up to the prefix
+                    d = (self.root / key).parent
+                    self._dirty_dirs.add(d)
+                    for _ in range(name.count("/")):
+                        d = d.parent
+                        self._dirty_dirs.add(d)
                 return
             size = local_path.stat().st_size
             source = _FaultAtHalf(local_path, size) if armed("mid_upload") else local_path
@@ -145,9 +162,37 @@ class Destination:
             local_path.unlink()
 
     def put_bytes(self, name: str, data: bytes) -> None:
+        """Write a small object whole. Locally it is durable when this returns (file and directory fsynced): a
+        manifest or _SUCCESS must survive a power loss once the cursor moves past it."""
         key = self._key(name)
         with self._guard(f"write {name}"):
-            obstore.put(self._writable(), key, data, use_multipart=False)
+            if self.kind != "local":
+                obstore.put(self._writable(), key, data, use_multipart=False)
+                return
+            spool = self.spool_dir() / f".{uuid.uuid4().hex[:12]}-{name.rsplit('/', 1)[-1]}"
+            with open(spool, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            obstore.rename(self._local(), spool.relative_to(self.root).as_posix(), key)
+            _fsync_dir((self.root / key).parent)
+
+    def sync(self) -> None:
+        """Make the names of the parts committed so far durable (local: fsync their directories; a cloud upload is
+        durable when it completes). Call before writing a manifest that names them."""
+        with self._lock:
+            dirs, self._dirty_dirs = self._dirty_dirs, set()
+        for d in dirs:
+            with self._guard("sync the destination directory"):
+                _fsync_dir(d)
+
+    def _retract_once(self) -> None:
+        if self.retract_on_commit is None:
+            return
+        with self._retract_lock:
+            if not self._retracted:
+                self.delete(self.retract_on_commit)
+                self._retracted = True
 
     def get_bytes(self, name: str) -> bytes:
         key = self._key(name)
@@ -159,6 +204,32 @@ class Destination:
                 return bytes(obstore.get(store, key).bytes())
         except FileNotFoundError:
             raise self._missing(name) from None
+
+    def local_copy(self, name: str, into: Path) -> tuple[Path, bool]:
+        """A readable local file with the bytes of prefix/name (quality gates, engine/guardrails.py): a local part
+        where it lies (False: not a copy), a cloud object streamed into a file under `into` (True: the caller
+        deletes it). Memory stays bounded by the stream's chunk size."""
+        key = self._key(name)
+        if self.kind == "local":
+            path = self.root / key
+            if not path.is_file():
+                raise self._missing(name)
+            return path, False
+        store = self._readable()
+        if store is None:
+            raise self._missing(name)
+        target = Path(into) / f"{uuid.uuid4().hex[:12]}-{name.rsplit('/', 1)[-1]}"
+        try:
+            with self._guard(f"read {name}", missing_ok=True), open(target, "wb") as f:
+                for chunk in obstore.get(store, key).stream():
+                    f.write(chunk)
+        except FileNotFoundError:
+            target.unlink(missing_ok=True)
+            raise self._missing(name) from None
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target, True
 
     def head(self, name: str) -> int | None:
         """Size in bytes, or None when the object is missing."""
@@ -202,8 +273,11 @@ class Destination:
     def probe(self) -> None:
         """doctor: prove the destination writable by putting and deleting a small object."""
         name = f".rivet-probe-{uuid.uuid4().hex[:12]}"
-        self.put_bytes(name, b"rivet doctor probe\n")
-        self.delete(name)
+        try:
+            self.put_bytes(name, b"rivet doctor probe\n")
+            self.delete(name)
+        finally:
+            self.close()
 
     def sweep_spool(self, export_name: str) -> int:
         """Local only: remove spool files an earlier, killed run of this export left behind (its parts never reached
@@ -216,10 +290,19 @@ class Destination:
         for run_dir in staging.glob("*") if staging.is_dir() else []:
             if run_dir.name == self.run_id or not run_dir.is_dir():
                 continue
+            for sub in [d for d in run_dir.glob("*=*") if d.is_dir()]:   # a Hive partition's spool folder
+                for f in sub.iterdir():
+                    if is_part_of(export_name, f.name) and f.is_file():
+                        f.unlink(missing_ok=True)
+                        removed += 1
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
             for f in run_dir.iterdir():
                 if not is_part_of(export_name, f.name):
                     continue
-                if f.is_dir():   # the fused path's rotation folder
+                if f.is_dir():   # a partitioned export's folder
                     shutil.rmtree(f, ignore_errors=True)
                 else:
                     f.unlink(missing_ok=True)
@@ -236,6 +319,11 @@ class Destination:
             spool, self._spool = self._spool, None
         if spool is None:
             return
+        for sub in sorted((p for p in spool.glob("*=*") if p.is_dir()), reverse=True):
+            try:   # a Hive partition's spool folder (engine/layouts.py), empty once its parts are committed
+                sub.rmdir()
+            except OSError:
+                pass
         for d in (spool, spool.parent) if self.kind == "local" else (spool,):
             try:
                 d.rmdir()
@@ -259,7 +347,13 @@ class Destination:
                              "object names are relative paths without '.', '..', empty segments or backslashes")
         return self._prefix + name
 
+    @overload
+    def _local(self, create: Literal[True] = ...) -> LocalStore: ...
+    @overload
+    def _local(self, create: bool) -> LocalStore | None: ...
+
     def _local(self, create: bool = True) -> LocalStore | None:
+        """The local store, made on first use; None only when not asked to create the missing root."""
         with self._lock:
             if self._store is None:
                 if not create and not self.root.is_dir():
@@ -292,7 +386,7 @@ class Destination:
             raise self.error_from(exc, action) from exc
 
     def _cloud_store(self, cfg: DestinationConfig):
-        client = dict(CLIENT_OPTIONS)
+        client = CLIENT_OPTIONS.copy()
         if cfg.endpoint:
             client["allow_http"] = _check_endpoint(cfg.endpoint)
         conf: dict = {}
@@ -306,8 +400,8 @@ class Destination:
                     conf["endpoint"] = cfg.endpoint
                 # Explicit keys go through a provider: passed as config, obstore would still mix in an
                 # AWS_SESSION_TOKEN from the environment and sign with a token that does not belong to them.
-                provider = (lambda: {**creds, "expires_at": None}) if creds else None
-                return S3Store(cfg.bucket, config=conf, client_options=client, retry_config=RETRY,
+                provider = (lambda: cast("S3Credential", {**creds, "expires_at": None})) if creds else None
+                return S3Store(cfg.bucket, config=cast("S3Config", conf), client_options=client, retry_config=RETRY,
                                credential_provider=provider)
             if self.kind == "gcs":
                 if cfg.credentials_file:
@@ -318,11 +412,11 @@ class Destination:
                     if token:
                         secrets.register(token)
                         conf["bearer_token"] = token
-                return GCSStore(cfg.bucket, config=conf, client_options=client, retry_config=RETRY)
+                return GCSStore(cfg.bucket, config=cast("GCSConfig", conf), client_options=client, retry_config=RETRY)
             conf.update(_azure_credentials(cfg))
             if cfg.endpoint:
                 conf["endpoint"] = cfg.endpoint.rstrip("/")
-            return AzureStore(cfg.bucket, config=conf, client_options=client, retry_config=RETRY)
+            return AzureStore(cfg.bucket, config=cast("AzureConfig", conf), client_options=client, retry_config=RETRY)
         except RivetError:
             raise
         except Exception as exc:
@@ -336,6 +430,7 @@ class StdoutDestination(Destination):
     def __init__(self, cfg: DestinationConfig, export_name: str, run_id: str, now: datetime):
         self.kind, self.uri, self.run_id = "stdout", "stdout", run_id
         self._prefix, self._lock, self._spool, self._store = "", threading.Lock(), None, None
+        self._retract_lock, self._retracted, self._dirty_dirs = threading.Lock(), True, set()   # nothing to retract
 
     def commit_file(self, local_path: Path, name: str) -> None:
         local_path = Path(local_path)
@@ -376,6 +471,14 @@ class StdoutDestination(Destination):
                           "validate, reconcile and resume need a stored destination (local, s3, gcs, azure)")
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------- placeholders and paths
 
 def _placeholder_values(export_name: str, run_id: str, now: datetime) -> dict[str, str]:
@@ -386,15 +489,6 @@ def _placeholder_values(export_name: str, run_id: str, now: datetime) -> dict[st
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return {"export": export_name, "date": now.astimezone(UTC).strftime("%Y-%m-%d"), "run_id": run_id}
-
-
-def _fill(template: str, values: dict[str, str]) -> str:
-    def sub(m: re.Match) -> str:
-        if m.group(1) not in values:
-            raise RivetError("RIVET_DEST_PLACEHOLDER", f"unknown placeholder {m.group(0)} in destination {template!r}",
-                             "placeholders: " + " ".join(f"{{{p}}}" for p in PLACEHOLDERS))
-        return values[m.group(1)]
-    return re.sub(r"\{([^{}]*)\}", sub, template)
 
 
 def _norm_prefix(prefix: str) -> str:
@@ -414,11 +508,7 @@ def _check_endpoint(endpoint: str) -> bool:
     if parts.scheme != "http" or not parts.hostname:
         raise RivetError("RIVET_DEST_CONFIG", f"endpoint {endpoint!r} is not an http(s) URL",
                          "use https://host[:port] (or http://127.0.0.1:port for a local emulator)")
-    host = parts.hostname
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
+    loopback = is_loopback(parts.hostname)
     if not loopback:
         raise RivetError("RIVET_DEST_INSECURE_ENDPOINT", f"plain-http endpoint {endpoint!r} is not a loopback address",
                          "use https:// for remote endpoints; http:// is only accepted for 127.0.0.1/localhost/::1")
@@ -516,7 +606,8 @@ def _translate(exc: BaseException, dest: Destination, action: str) -> RivetError
     else:
         text = f"{type(exc).__name__}: {exc}"
     status = _STATUS.search(text)
-    code_5xx = status is not None and status.group(1).startswith("5")
+    http_status = status.group(1) if status else ""
+    code_5xx = http_status.startswith("5")
 
     def err(code: str, reason: str, hint: str, exit_class=ExitClass.USAGE, transient=False) -> RivetError:
         return RivetError(code, secrets.redact(f"{where}: cannot {action}: {reason}"), secrets.redact(hint),
@@ -552,7 +643,7 @@ def _translate(exc: BaseException, dest: Destination, action: str) -> RivetError
                    "check `endpoint`, DNS and the network; rivet exits 2 so a scheduler can retry later",
                    ExitClass.TRANSIENT, transient=True)
     if code_5xx:
-        return err("RIVET_DEST_SERVER_ERROR", f"the service answered {status.group(1)} ({_detail(text)})",
+        return err("RIVET_DEST_SERVER_ERROR", f"the service answered {http_status} ({_detail(text)})",
                    "a cloud-side failure; retry later", ExitClass.TRANSIENT, transient=True)
     if "error sending request" in text or "connection reset" in text.lower() or "timed out" in text.lower():
         return err("RIVET_DEST_CONNECTION", f"the connection failed mid-request ({_detail(text)})",
@@ -575,7 +666,7 @@ _CREDENTIAL_HINT = {
 def _detail(text: str) -> str:
     """The one informative fragment of an obstore error: the service's error code, the OS reason, else line one."""
     for pattern in (r"<Code>(\w+)</Code>", r'message: "([^"]+)"', r'error: "([^"]+)"', r"InvalidCertificate\(\s*(\w+)",
-                    r"InvalidMessage\(\s*(\w+)", r"(\w[\w ]*) \(os error \d+\)"):
+                    r"InvalidMessage\(\s*(\w+)", r"(\w[\w ,'-]*) \(os error \d+\)"):
         m = re.search(pattern, text)
         if m:
             status = _STATUS.search(text)

@@ -14,6 +14,9 @@ class Check:
     detail: str
     hint: str = ""
 
+    def to_dict(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint}
+
 
 def _fail(name: str, e: Exception) -> Check:
     if isinstance(e, RivetError):
@@ -46,17 +49,20 @@ def run_checks(options: dict) -> list[Check]:
         checks.append(Check("source", True, f"{config.source.masked_url()} ({version})"))
     except Exception as e:  # noqa: BLE001
         checks.append(_fail("source", e))
-    seen = set()
+    # Every export's own destination: one config entry (`path = "out/{export}"`) resolves to a different place per
+    # export, so only resolved places that were already probed are skipped.
+    probed: dict[str, str] = {}
     now = datetime.now(timezone.utc)
     for exp in config.exports:
-        key = repr(exp.destination)
-        if key in seen:
-            continue
-        seen.add(key)
         name = f"destination {exp.name}"
         try:
             dest = open_destination(exp.destination, exp.name, "doctor", now)
+            if dest.uri in probed:
+                dest.close()
+                checks.append(Check(name, True, f"{dest.uri} writable (as for {probed[dest.uri]})"))
+                continue
             dest.probe()
+            probed[dest.uri] = exp.name
             checks.append(Check(name, True, f"{dest.uri} writable"))
         except Exception as e:  # noqa: BLE001
             checks.append(_fail(name, e))
@@ -69,8 +75,8 @@ def executor_checks(config) -> list[Check]:
     """[executor] type = "dask": the scheduler answers, and on every worker the rivet package imports, the source
     answers with that worker's own credentials and each (shared) destination takes a probe object."""
     import uuid
-    from engine.executors import DaskExecutor, connect
-    from engine.remote import probe_worker, strip_password
+    from engine.run.executors import DaskExecutor, connect
+    from engine.run.remote import probe_worker, strip_password
     try:
         executor = DaskExecutor(config)        # Dask installed, address set, destinations shareable
         client = connect(executor.address, timeout_s=5)
@@ -95,7 +101,7 @@ def executor_checks(config) -> list[Check]:
                 results = fut.result(timeout=120)
             except ImportError as e:
                 checks.append(Check(name, False, f"cannot import the rivet package: {e}",
-                                    "install the same rivet version (pip install rivet[dask]) on every worker"))
+                                    "install the same rivet version (pip install 'rivet-export[dask]') on every worker"))
                 continue
             except Exception as e:  # noqa: BLE001
                 checks.append(_fail(name, e))

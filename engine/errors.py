@@ -1,7 +1,7 @@
 """The one error type that reaches users.
 
 Every failure a user can cause is a RivetError with a stable code (RIVET_<AREA>_<NAME>), a one-line message,
-a hint, and an exit class (SPEC §5). Anything else escaping to the CLI is a bug and exits 6.
+a hint, and an exit class (docs/architecture.md, "Errors"). Anything else escaping to the CLI is a bug and exits 6.
 """
 from __future__ import annotations
 

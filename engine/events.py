@@ -32,6 +32,16 @@ class ExportStarted(Event):
     at: float = field(default_factory=time.time)
 
 
+PHASES = ("queued", "connecting", "planning", "reading", "writing", "uploading", "manifest", "committing")
+
+
+@dataclass(frozen=True)
+class PhaseChanged(Event):
+    """An export entered a phase (one of PHASES). "reading"/"writing"/"uploading" may alternate per chunk."""
+    phase: str
+    at: float = field(default_factory=time.time)
+
+
 @dataclass(frozen=True)
 class ChunkStarted(Event):
     chunk_index: int
@@ -86,7 +96,7 @@ class Warned(Event):
 
 @dataclass(frozen=True)
 class ExportFinished(Event):
-    status: str                          # succeeded | failed | skipped | refused
+    status: str                          # succeeded | failed | skipped | refused | stopped
     rows: int = 0
     files: int = 0
     bytes: int = 0

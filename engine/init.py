@@ -17,6 +17,7 @@ import tomli_w
 from engine.config import SourceConfig, Tuning
 from engine.errors import ExitClass, RivetError
 from engine.secrets import mask_url
+from engine.urls import is_loopback
 from engine.sources import open_source
 from engine.sources.base import Relation
 from engine.types import map_columns
@@ -87,11 +88,20 @@ def _export_for(src, table: str) -> tuple[dict, list[str]]:
     return exp, notes
 
 
+def environment_for(url: str) -> str:
+    """"local" (the fast tuning profile) for a source on this machine — a loopback address or a unix socket —,
+    "production" (the safe profile: longer timeouts, smaller batches, a throttle) for anything else."""
+    host = urlsplit(url).hostname or ""
+    if not host or host.startswith("/") or is_loopback(host):
+        return "local"
+    return "production"
+
+
 def _source_section(url: str, kind: str) -> tuple[dict, list[str]]:
     parts = urlsplit(url)
     if not parts.password:
         return {"type": kind, "url": url}, []
-    source = {"type": kind, "host": parts.hostname or "127.0.0.1"}
+    source: dict[str, str | int] = {"type": kind, "host": parts.hostname or "127.0.0.1"}
     if parts.port:
         source["port"] = parts.port
     if parts.username:
@@ -102,8 +112,9 @@ def _source_section(url: str, kind: str) -> tuple[dict, list[str]]:
     return source, [f"the password is read from ${PASSWORD_ENV} (never stored in this file)"]
 
 
-def init_config(url: str, tables: list[str], output: Path, environment: str = "production") -> Path:
+def init_config(url: str, tables: list[str], output: Path, environment: str | None = None) -> Path:
     output = Path(output)
+    environment = environment or environment_for(url)
     if output.exists():
         raise RivetError("RIVET_INIT_EXISTS", f"{output} already exists; rivet init never overwrites",
                          "pass -o NEW.toml, or move the old file away", ExitClass.USAGE)
@@ -121,6 +132,10 @@ def init_config(url: str, tables: list[str], output: Path, environment: str = "p
     lines = [f"# rivet.toml — written by `rivet init` on {stamp}",
              f"# source: {mask_url(url)} ({version})",
              *[f"# {n}" for n in source_notes],
+             ('# environment = "local": the source is on this machine (fast tuning); say "production" for a '
+              "database others depend on" if environment == "local" else
+              '# environment = "production": safe tuning for a database others depend on; "local" if it is a '
+              "throwaway copy"),
              "# Check it with `rivet doctor`, preview with `rivet check` / `rivet plan`, export with `rivet run`.",
              "", tomli_w.dumps({"source": source}).rstrip(), ""]
     for exp, notes in exports:

@@ -1,4 +1,4 @@
-"""manifest.json, manifest-<run_id>.json and _SUCCESS (SPEC §3)."""
+"""manifest.json, manifest-<run_id>.json and _SUCCESS (docs/architecture.md, "Commit order")."""
 from __future__ import annotations
 
 import hashlib

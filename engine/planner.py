@@ -16,9 +16,11 @@ from decimal import Decimal
 
 import pyarrow as pa
 
+from engine import guardrails, layouts
 from engine.config import ExportConfig
 from engine.errors import ExitClass, RivetError
 from engine.sources.base import Relation, Source
+from engine.sql import check_select
 from engine.types import ColumnMapping, map_columns, output_schema
 
 CURSOR_FIELD = "__rivet_cursor"     # synthetic coalesce column: read, tracked, never written
@@ -58,8 +60,11 @@ class ExportPlan:
     resumed: bool = False
     plan_hash: str = ""
     schema_changes: list[str] = field(default_factory=list)
+    # the export's schema row in state when planned (certify writes it only when it changed); None: not read
+    stored_schema: dict | None = None
     warnings: list[str] = field(default_factory=list)
     plan_id: str | None = None              # set when the plan came from a sealed artifact (`rivet apply`)
+    settle_horizon: str | None = None       # incremental with settle: rows with a later cursor are held back
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -77,7 +82,11 @@ def run_started_at(run_id: str) -> datetime:
 
 
 def relation_of(exp: ExportConfig) -> Relation:
-    return Relation(table=exp.table) if exp.table else Relation(query=exp.query)
+    """What the export reads. A query is checked to be one SELECT before anything is sent to the source."""
+    if exp.table:
+        return Relation(table=exp.table)
+    check_select(exp.query or "")
+    return Relation(query=exp.query)
 
 
 def relation_identity(rel: Relation) -> str:
@@ -129,7 +138,10 @@ def cursor_value(text: str, arrow_type: pa.DataType):
     return text
 
 
-def _mapping(mappings: list[ColumnMapping], name: str, export: str, what: str) -> ColumnMapping:
+def _mapping(mappings: list[ColumnMapping], name: str | None, export: str, what: str) -> ColumnMapping:
+    if name is None:   # load_config refuses a mode without its column; an ExportConfig built in code may not
+        raise RivetError("RIVET_CONFIG_MISSING_KEY", f"export {export!r}: {what} is not set",
+                         f"set {what} in [[exports]]")
     for m in mappings:
         if m.name == name:
             return m
@@ -169,8 +181,9 @@ def schema_changes(stored: list[dict] | None, mappings: list[ColumnMapping]) -> 
 
 
 def _plan_hash(exp: ExportConfig, read_schema: pa.Schema, base_sql: str) -> str:
+    keyset = [f"key:{exp.chunk_by_key}"] if exp.chunk_by_key else []   # absent: hashes of other plans unchanged
     key = json.dumps([exp.chunk_column, exp.chunk_size, exp.chunk_count, exp.chunk_by_days, base_sql,
-                      [str(f.type) for f in read_schema]], default=str)
+                      [str(f.type) for f in read_schema]] + keyset, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -178,6 +191,7 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
                 force: bool = False, run_id: str | None = None) -> ExportPlan:
     d = src.dialect
     rel = relation_of(exp)
+    _check_keyset_config(exp)
     columns = src.describe(rel)
     mappings = map_columns(src.engine, columns, exp.columns, d)
     check_mappings(exp, mappings, strict)
@@ -189,6 +203,7 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
     plan.rows_estimate = src.estimate_rows(rel)
     stored = store.get_schema(exp.name)
     plan.schema_changes = schema_changes(stored["columns"] if stored else None, mappings)
+    plan.stored_schema = dict(stored) if stored else {}
     where: list[str] = []
     order_by: list[str] = []
 
@@ -216,12 +231,18 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
                     f"`rivet state reset -e {exp.name}` forgets it", ExitClass.REFUSED)
             plan.cursor_from = state["last_cursor_value"]
             where.append(f"{expr} > {d.literal(cursor_value(plan.cursor_from, cur.arrow_type))}")
+        if exp.settle:   # guardrails: rows younger than the settle horizon wait; the cursor never passes it
+            horizon = guardrails.settle_horizon(exp.name, src.engine, exp.settle, cur.name, cur.arrow_type,
+                                                src.scalar)
+            plan.settle_horizon = cursor_text(horizon)
+            where.append(f"{expr} <= {d.literal(horizon)}")
         order_by.append(expr)
     elif exp.mode == "time_window":
         tcol = _mapping(mappings, exp.time_column, exp.name, "time_column")
         bound = d.unix_now_minus_days(exp.days_window) if exp.time_column_type == "unix" else d.now_minus_days(exp.days_window)
         where.append(f"{d.quote_ident(tcol.name)} >= {bound}")
 
+    guarded = _value_guards(exp, d, mappings, select_exprs, read_fields)
     plan.read_schema = pa.schema(read_fields)
     plan.batch_rows = batch_rows_for(exp, plan.read_schema)
     base_sql = d.select(rel, select_exprs, where, order_by)
@@ -230,7 +251,7 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
         if resume and not force:
             raise RivetError("RIVET_RUN_NOTHING_TO_RESUME", f"export {exp.name!r} is {exp.mode}: only chunked runs "
                              "with chunk_checkpoint can be resumed", "run without --resume")
-        plain_scan = (rel.table and not where and not order_by
+        plain_scan = (rel.table and not where and not order_by and not guarded
                       and all(m.select_expr == d.quote_ident(m.name) or m.scan_checkable for m in mappings)
                       and len(mappings) == len(columns))
         plan.tasks = [TaskSpec(None, base_sql, scan_table=rel.table if plain_scan else None)]
@@ -239,6 +260,30 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
 
     _plan_chunks(plan, src, store, select_exprs, resume, force)
     return plan
+
+
+def _value_guards(exp: ExportConfig, d, mappings: list[ColumnMapping], select_exprs: list[str],
+                  read_fields: list) -> bool:
+    """max_value_mb (docs/layouts.md): each text/binary value above the ceiling is sent as NULL, and a guard
+    column beside it carries its size, so the huge value never crosses the wire and the task refuses the export
+    naming the column. Returns whether any column is guarded (then the plain table scan, which selects columns by
+    name, cannot be used)."""
+    if not exp.max_value_mb:
+        return False
+    limit = exp.max_value_mb * 1024 * 1024
+    guarded = False
+    for i, m in enumerate(mappings):
+        if not layouts.is_large_value(m.arrow_type):
+            continue
+        alias = f" AS {d.quote_ident(m.name)}"
+        value = m.select_expr[:-len(alias)] if m.select_expr.endswith(alias) else m.select_expr
+        size = d.byte_length(value)
+        select_exprs[i] = f"CASE WHEN {size} > {limit} THEN NULL ELSE {value} END{alias}"
+        field = layouts.guard_field(i, m.name)
+        select_exprs.append(f"CASE WHEN {size} > {limit} THEN {size} END AS {d.quote_ident(field.name)}")
+        read_fields.append(field)
+        guarded = True
+    return guarded
 
 
 def _chunk_column(exp: ExportConfig, src: Source, mappings: list[ColumnMapping]) -> ColumnMapping:
@@ -266,9 +311,23 @@ def _chunk_column(exp: ExportConfig, src: Source, mappings: list[ColumnMapping])
     return col
 
 
+CONNECTION_MARGIN = 5     # connections kept free beside a chunked export's `parallel` (planning, guard, others)
+
+
+def _check_parallel(exp: ExportConfig, src: Source) -> None:
+    limit = src.connection_limit()
+    if limit is not None and exp.parallel > limit - CONNECTION_MARGIN:
+        raise RivetError("RIVET_PLAN_PARALLEL_TOO_HIGH",
+                         f"export {exp.name!r}: parallel = {exp.parallel} needs that many connections at once, and "
+                         f"the source allows {limit} in all", f"set parallel to at most {max(1, limit - CONNECTION_MARGIN)} "
+                         "(each chunk in flight holds one connection; rivet keeps a few free)")
+
+
 def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], resume: bool, force: bool) -> None:
     exp, d, rel = plan.export, src.dialect, plan.relation
-    col = _chunk_column(exp, src, plan.mappings)
+    if exp.parallel > 1:
+        _check_parallel(exp, src)
+    col = _keyset_column(exp, src, plan.mappings) if exp.chunk_by_key else _chunk_column(exp, src, plan.mappings)
     plan.chunk_column = col.name
     qcol = d.quote_ident(col.name)
     plan.plan_hash = _plan_hash(exp, plan.read_schema, d.select(rel, select_exprs, [], []))
@@ -296,21 +355,53 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
             raise RivetError("RIVET_RUN_NOTHING_TO_RESUME", f"export {exp.name!r}: there is no interrupted chunk run "
                              "to resume", "run without --resume to start a new run")
 
+    if exp.chunk_by_key:
+        pages = _keyset_pages(exp, src, rel, qcol)
+        plan.tasks = [TaskSpec(i, task_sql(parse_bound(lo, col.arrow_type), parse_bound(hi, col.arrow_type)), lo, hi)
+                      for i, (lo, hi) in enumerate(pages)]
+        plan.chunks_total = len(plan.tasks)
+        return
     windows = _windows(exp, src, rel, qcol, col, plan)
     plan.tasks = [TaskSpec(i, task_sql(lo, hi), cursor_text(lo), cursor_text(hi)) for i, (lo, hi) in enumerate(windows)]
     plan.chunks_total = len(plan.tasks)
+
+
+def plan_windows(exp: ExportConfig, src: Source, store, run_id: str, chunk_column: str,
+                 windows: list[tuple[int, str, str]]) -> ExportPlan:
+    """A plan that exports again the given windows (index, lo, hi as stored) of an existing chunk run, with the
+    same select list and predicate as the run itself (`rivet repair`)."""
+    plan = plan_export(exp, src, store, run_id=run_id)
+    d = src.dialect
+    col = _mapping(plan.mappings, chunk_column, exp.name, "chunk_column")
+    qcol = d.quote_ident(col.name)
+    exprs = [m.select_expr for m in plan.mappings]
+    plan.run_id, plan.resumed, plan.warnings = run_id, False, []
+    plan.chunk_column = col.name
+    plan.tasks = [TaskSpec(i, d.select(plan.relation, exprs, window_predicate(exp, d, qcol,
+                                                                         parse_bound(lo, col.arrow_type),
+                                                                         parse_bound(hi, col.arrow_type)), []), lo, hi)
+                  for i, lo, hi in windows]
+    return plan
 
 
 def window_predicate(exp: ExportConfig, d, qcol: str, lo, hi) -> list[str]:
     """The one definition of a chunk window, shared by extraction and reconcile (same rows, same predicate)."""
     if exp.chunk_by_days:
         return [f"{qcol} >= {d.literal(lo)}", f"{qcol} < {d.literal(hi)}"]
+    if exp.chunk_by_key:
+        # keyset page (lo, hi]: the first page has no lower bound. The bounds are literals compared by the database
+        # itself (text: the column's collation; PostgreSQL coerces the untyped literal to the key's type, e.g. uuid)
+        return ([] if lo is None else [f"{qcol} > {d.literal(lo)}"]) + [f"{qcol} <= {d.literal(hi)}"]
     return [f"{qcol} BETWEEN {d.literal(lo)} AND {d.literal(hi)}"]
 
 
-def parse_bound(text: str, t: pa.DataType):
+def parse_bound(text: str | None, t: pa.DataType):
+    if text is None:            # the open lower end of a keyset's first page
+        return None
     if pa.types.is_integer(t):
         return int(text)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):     # keyset text / uuid keys
+        return text
     if "T" in text or " " in text:
         return datetime.fromisoformat(text)
     return date.fromisoformat(text)
@@ -347,6 +438,62 @@ def _windows(exp, src: Source, rel: Relation, qcol: str, col: ColumnMapping, pla
         plan.warnings.append(f"sparse chunk key: {len(buckets)} of {n} windows hold rows; planned only those")
         return [(lo + b * size, min(hi, lo + (b + 1) * size - 1)) for b in buckets]
     return [(lo + k * size, min(hi, lo + (k + 1) * size - 1)) for k in range(n)]
+
+
+def _check_keyset_config(exp: ExportConfig) -> None:
+    """chunk_by_key's combinations with the other keys (kept here, beside the planning it changes)."""
+    if not exp.chunk_by_key:
+        return
+    if exp.mode != "chunked":
+        raise RivetError("RIVET_CONFIG_CHUNK_CONFLICT", f"export {exp.name!r}: chunk_by_key needs mode = \"chunked\" "
+                         f"(mode is {exp.mode!r})", 'set mode = "chunked" or remove chunk_by_key')
+    clash = [k for k in ("chunk_column", "chunk_count", "chunk_by_days") if getattr(exp, k) is not None]
+    if clash:
+        raise RivetError("RIVET_CONFIG_CHUNK_CONFLICT", f"export {exp.name!r}: chunk_by_key conflicts with "
+                         f"{', '.join(clash)}", "chunk_by_key pages the key by chunk_size rows; keep chunk_by_key and "
+                         "chunk_size, or the range keys")
+    if exp.table is None:
+        raise RivetError("RIVET_CONFIG_CHUNK_CONFLICT", f"export {exp.name!r}: chunk_by_key needs a table export",
+                         "its uniqueness and index are checked in the table's catalog; use chunk_column over a query")
+
+
+def _keyset_column(exp: ExportConfig, src: Source, mappings: list[ColumnMapping]) -> ColumnMapping:
+    """The keyset key must be NOT NULL, unique and lead an index: pages are then disjoint, cover every row and are
+    found by walking the index. Checked in the catalog at plan time; refused naming the column."""
+    col = _mapping(mappings, exp.chunk_by_key, exp.name, "chunk_by_key")
+    t = col.arrow_type
+    if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+        raise RivetError("RIVET_CONFIG_CHUNK_COLUMN_TYPE", f"export {exp.name!r}: chunk_by_key {col.name!r} is "
+                         f"{col.native_type}; keyset pages need an integer, text or uuid key",
+                         "pick an integer, text or uuid column")
+    assert exp.table is not None
+    nullable, indexed, unique = src.key_index(exp.table, col.name)
+    problems = ([] if not nullable else ["nullable"]) + ([] if indexed else ["not indexed"]) + \
+        ([] if unique or not indexed else ["not unique"])
+    if problems:
+        raise RivetError("RIVET_PLAN_KEYSET_KEY", f"export {exp.name!r}: chunk_by_key {col.name!r} is "
+                         f"{' and '.join(problems)}; keyset pages need a unique, NOT NULL, indexed key",
+                         f"use a column with a unique index and NOT NULL (e.g. the primary key), or add one on "
+                         f"{col.name!r}", ExitClass.REFUSED)
+    return col
+
+
+def _keyset_pages(exp: ExportConfig, src: Source, rel: Relation, qcol: str) -> list[tuple[str | None, str | None]]:
+    """Page bounds (lo, hi] as state text: one query numbers the keys in the database's own order (an index-only
+    walk of the key) and returns every chunk_size-th key; the last page ends at the greatest key. Reads no other column."""
+    d = src.dialect
+    size = exp.chunk_size or DEFAULT_CHUNK_SIZE
+    inner = d.select(rel, [f"{qcol} AS rivet_k", f"ROW_NUMBER() OVER (ORDER BY {qcol}) AS rivet_rn"], [], [])
+    ends = [cursor_text(v) for v in src.column_values(
+        f"SELECT rivet_k FROM ({inner}) AS rivet_p WHERE MOD(rivet_rn, {size}) = 0 ORDER BY rivet_rn")]
+    # the last key from the index (not MAX(): PostgreSQL has no max(uuid)); LIMIT: only PG / MySQL page by key
+    last = src.column_values(d.select(rel, [qcol], [], [f"{qcol} DESC"]) + " LIMIT 1")
+    if not last:
+        return []
+    top = last[0]
+    if not ends or ends[-1] != cursor_text(top):
+        ends.append(cursor_text(top))
+    return [(ends[i - 1] if i else None, hi) for i, hi in enumerate(ends)]
 
 
 def cursor_identity_for(exp: ExportConfig) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from engine import layouts
 from engine.config import Config
 from engine.errors import ExitClass, RivetError
 from engine.planner import ExportPlan, TaskSpec, new_run_id, plan_export, relation_of
@@ -34,14 +35,17 @@ class ExportDiff:
     strategy: str
     first_run: bool
     cursor_from: str | None = None
-    cursor_to: str | None = None           # observed MAX of the cursor now (incremental)
+    cursor_to: str | None = None           # observed MAX of the cursor now (incremental; at most the settle horizon)
+    settle_horizon: str | None = None      # incremental with settle: rows with a later cursor are held back
     rows_estimate: int | None = None
     chunks_new: int = 0
     chunks_done: int = 0
     chunks_redo: int = 0
     chunk_ranges: list[dict] = field(default_factory=list)   # [{index, lo, hi, state: new|done|redo}]
+    keyset: str | None = None              # chunk_by_key's column: the chunks are keyset pages (lo, hi]
     schema_changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    layout: list[str] = field(default_factory=list)       # compression, row groups (engine/layouts.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -61,7 +65,7 @@ def _canonical(obj) -> bytes:
 
 def _export_config_dict(exp) -> dict:
     """The resolved export config as plain data: env var NAMES stay, resolved secrets never appear in it."""
-    return json.loads(json.dumps(dataclasses.asdict(exp), default=str))
+    return exp.model_dump(mode="json")
 
 
 def _source_identity(config: Config) -> dict:
@@ -72,12 +76,20 @@ def diff_for(plan: ExportPlan, store, src) -> ExportDiff:
     exp = plan.export
     runs = store.metrics(exp.name, 1)
     diff = ExportDiff(exp.name, exp.mode, first_run=not runs, rows_estimate=plan.rows_estimate,
-                      schema_changes=list(plan.schema_changes), warnings=list(plan.warnings))
+                      schema_changes=list(plan.schema_changes), warnings=list(plan.warnings),
+                      layout=layouts.describe(exp), keyset=exp.chunk_by_key)
     if exp.mode == "incremental":
         diff.cursor_from = plan.cursor_from
         from engine.planner import cursor_text
         rel = relation_of(exp)
-        value = src.scalar(f"SELECT MAX({plan.cursor_expr}) FROM {src.dialect.relation_sql(rel)}")
+        settled = ""
+        if plan.settle_horizon is not None:
+            from engine.planner import cursor_value
+            assert plan.cursor_column is not None   # incremental plans name their cursor
+            horizon = cursor_value(plan.settle_horizon, plan.read_schema.field(plan.cursor_column).type)
+            settled = f" WHERE {plan.cursor_expr} <= {src.dialect.literal(horizon)}"
+            diff.settle_horizon = plan.settle_horizon
+        value = src.scalar(f"SELECT MAX({plan.cursor_expr}) FROM {src.dialect.relation_sql(rel)}{settled}")
         diff.cursor_to = cursor_text(value)
     if exp.mode == "chunked":
         attempted = {}
@@ -112,7 +124,7 @@ def _plan_entry(plan: ExportPlan, diff: ExportDiff) -> dict:
         "batch_rows": plan.batch_rows,
         "rows_estimate": plan.rows_estimate,
         "cursor": {"column": plan.cursor_column, "expr": plan.cursor_expr, "from": plan.cursor_from,
-                   "identity": plan.cursor_identity},
+                   "identity": plan.cursor_identity, "settle_horizon": plan.settle_horizon},
         "chunk_column": plan.chunk_column,
         "chunks_total": plan.chunks_total,
         "chunks_done": plan.chunks_done,
@@ -272,6 +284,6 @@ def plans_from_artifact(artifact: dict, config: Config) -> list[ExportPlan]:
                           chunks_total=entry["chunks_total"], chunks_done=entry["chunks_done"],
                           resumed=entry["resumed"], plan_hash=entry["plan_hash"],
                           schema_changes=entry["diff"]["schema_changes"], warnings=entry["diff"]["warnings"],
-                          plan_id=artifact["plan_id"])
+                          plan_id=artifact["plan_id"], settle_horizon=cur.get("settle_horizon"))
         plans.append(plan)
     return plans

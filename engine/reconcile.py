@@ -3,12 +3,14 @@ recorded. A report with zero mismatches and zero unknowns is the only thing that
 (seed PG5); it is derived from a specific chunk run, so verified never passes committed (PG6)."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
-
 from engine.config import Config, ExportConfig
+from engine.destinations import open_destination
 from engine.errors import ExitClass, RivetError
-from engine.planner import parse_bound, relation_of, window_predicate
+from engine.manifest import MANIFEST
+from engine.planner import parse_bound, relation_of, run_started_at, window_predicate
 from engine.secrets import redact
 from engine.sources import open_source
 from engine.types import map_columns
@@ -76,6 +78,31 @@ def _recorded_by_chunk(store, exp: ExportConfig, run_id: str) -> dict[int, int]:
     return out
 
 
+def _manifest_rows_by_chunk(exp: ExportConfig, run_id: str) -> dict[int, int] | None:
+    """Rows per chunk in the committed parts of the run's newest manifest in the destination (what a reader of the
+    manifest reads), or None when no manifest of that run can be read."""
+    dest = open_destination(exp.destination, exp.name, run_id, run_started_at(run_id))
+    candidates = [MANIFEST] + sorted((name for name, _ in dest.list() if name.startswith("manifest-")), reverse=True)
+    newest = None
+    for name in candidates:
+        try:
+            m = json.loads(dest.get_bytes(name))
+        except (RivetError, ValueError):
+            continue
+        if isinstance(m, dict) and m.get("run_id") == run_id and (
+                newest is None or str(m.get("finished_at")) > str(newest.get("finished_at"))):
+            newest = m
+        if name == MANIFEST and newest is not None:
+            break   # manifest.json is the newest manifest of the prefix
+    if newest is None:
+        return None
+    out: dict[int, int] = {}
+    for p in newest.get("parts", []):
+        if p.get("status", "committed") == "committed" and p.get("chunk_index") is not None:
+            out[p["chunk_index"]] = out.get(p["chunk_index"], 0) + p["rows"]
+    return out
+
+
 def _reconcile_chunked(config: Config, exp: ExportConfig, store) -> ReconcileReport:
     run = store.latest_chunk_run(exp.name)
     if not exp.chunk_checkpoint or run is None:
@@ -83,6 +110,9 @@ def _reconcile_chunked(config: Config, exp: ExportConfig, store) -> ReconcileRep
                          "set chunk_checkpoint = true and run the export first", ExitClass.USAGE)
     report = ReconcileReport(exp.name, "chunked", run["run_id"])
     recorded = _recorded_by_chunk(store, exp, run["run_id"])
+    # State and the destination must tell the same story: an interrupted repair can leave them apart, and then a
+    # clean count against state alone would certify parts a reader of the manifest never sees.
+    in_manifest = None if exp.destination.type == "stdout" else _manifest_rows_by_chunk(exp, run["run_id"])
     rel = relation_of(exp)
     with open_source(config.source, exp.tuning) as src:
         d = src.dialect
@@ -99,13 +129,22 @@ def _reconcile_chunked(config: Config, exp: ExportConfig, store) -> ReconcileRep
             rec = recorded.get(t["chunk_index"], 0) if t["status"] == "completed" else None
             if rec is None:
                 status, note = "unknown", note or f"chunk is {t['status']}"
+            elif in_manifest is None and exp.destination.type != "stdout":
+                status, note = "unknown", "no manifest of this run can be read in the destination"
             elif n is None:
                 status = "unknown"
+            elif in_manifest is not None and in_manifest.get(t["chunk_index"], 0) != rec:
+                # what a reader of the manifest gets is what counts; state telling another story is a mismatch too
+                listed = in_manifest.get(t["chunk_index"], 0)
+                status, note = "mismatch", (f"state records {rec} rows, the destination's manifest lists {listed} "
+                                            "(an interrupted repair?); `rivet repair` exports the window again")
+                rec = listed
             else:
                 status = "match" if n == rec else "mismatch"
             report.checks.append(ChunkCheck(t["chunk_index"], t["lo"], t["hi"], n, rec, status, note))
     if report.ok and run["status"] == "completed" and report.checks:
-        store.record_verified_chunked(exp.name, max(c.index for c in report.checks), run["run_id"])
+        last = max(c.index for c in report.checks if c.index is not None)   # every chunk check has an index
+        store.record_verified_chunked(exp.name, last, run["run_id"])
         report.verified_written = True
     return report
 

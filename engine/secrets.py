@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+
+from engine.urls import mask_url
+
+__all__ = ["mask_url", "redact", "register"]   # mask_url lives in engine.urls (URL surgery); kept here for callers
 
 _registered: set[str] = set()
 
@@ -11,18 +14,6 @@ def register(secret: str | None) -> None:
     """Remember a secret value so `redact` can scrub it from any text we print (error messages from drivers)."""
     if secret and len(secret) >= 4:
         _registered.add(secret)
-
-
-def mask_url(url: str) -> str:
-    """postgresql://user:pw@host/db → postgresql://user:***@host/db (also masks password=... in DSNs)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-            url = urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        pass
-    return re.sub(r"(?i)(password|pwd)=([^\s&;]+)", r"\1=***", url)
 
 
 def redact(text: str) -> str:

@@ -21,6 +21,9 @@ class Dialect:
     quote_char: str = '"'
     max_name_parts: int = 2   # schema.table
 
+    def byte_length(self, expr: str) -> str:
+        return f"octet_length({expr})"
+
     # ---- identifiers -------------------------------------------------------------------------------------------
     def quote_ident(self, name: str) -> str:
         if not isinstance(name, str) or name == "":
@@ -128,6 +131,7 @@ class Dialect:
                              "this is a bug in rivet; report it", ExitClass.INTERNAL)
         if rel.table is not None:
             return self.quote_table(rel.table)
+        assert rel.query is not None   # exactly one of table/query, checked above
         # the newline keeps a trailing "-- comment" in the query from swallowing the closing parenthesis
         return f"({strip_query(rel.query)}\n) AS {QUERY_ALIAS}"
 
@@ -172,6 +176,10 @@ class PostgresDialect(Dialect):
     name = "postgres"
     quote_char = '"'
 
+    def byte_length(self, expr: str) -> str:
+        """The value's size in bytes, computed by the server (max_value_mb, engine/layouts.py)."""
+        return f"CAST(octet_length({expr}) AS bigint)"
+
     def _string(self, s: str) -> str:
         # E'' strings always treat backslash as an escape, so the result is the same whatever
         # standard_conforming_strings says; plain '' strings are used when there is no backslash.
@@ -210,6 +218,9 @@ class MySQLDialect(Dialect):
     def __init__(self, backslash_escapes: bool = True):
         self.backslash_escapes = backslash_escapes
 
+    def byte_length(self, expr: str) -> str:
+        return f"LENGTH({expr})"   # bytes, whatever the character set (CHAR_LENGTH counts characters)
+
     def _string(self, s: str) -> str:
         if self.backslash_escapes:
             s = s.replace("\\", "\\\\")
@@ -245,6 +256,27 @@ def strip_query(query: str) -> str:
     return q
 
 
+def check_select(query: str) -> None:
+    """An export's query must be one statement that reads: SELECT (WITH ... SELECT, VALUES, a parenthesised
+    SELECT). DML, DDL or several statements are refused here with that reason, not later with a server's raw
+    "syntax error at or near ...". Strings, quoted names and comments are tokenised (sqlparse), so a ';' inside
+    them is not a statement break."""
+    import sqlparse
+    statements = [s for s in sqlparse.parse(query) if str(s).strip(" \t\r\n;")]
+    if len(statements) != 1:
+        raise RivetError("RIVET_CONFIG_QUERY_NOT_SELECT", f"the export's query holds {len(statements)} statements",
+                         "a query must be exactly one SELECT (or WITH ... SELECT); remove the others")
+    stmt = statements[0]
+    first = stmt.token_first(skip_cm=True)
+    word = first.normalized.upper() if first is not None else ""
+    if stmt.get_type() != "SELECT" and word not in ("VALUES", "TABLE") and not word.startswith("("):
+        kind = stmt.get_type()
+        what = (f"is a {kind} statement" if kind != "UNKNOWN" else
+                f"starts with {word.split()[0]!r}" if word else "is empty")
+        raise RivetError("RIVET_CONFIG_QUERY_NOT_SELECT", f"the export's query {what}, not a SELECT",
+                         "a query must be exactly one SELECT (or WITH ... SELECT); rivet only reads")
+
+
 def dialect_for(engine: str, **kw) -> Dialect:
     if engine == "postgres":
         return PostgresDialect()
@@ -272,6 +304,9 @@ class MssqlDialect(Dialect):
     def quote_ident(self, name: str) -> str:
         super().quote_ident(name)   # the same refusals (empty, NUL)
         return "[" + name.replace("]", "]]") + "]"
+
+    def byte_length(self, expr: str) -> str:
+        return f"CAST(DATALENGTH({expr}) AS bigint)"
 
     def split_table(self, name: str) -> list[str]:
         """'schema.table' → ['schema', 'table']. A part written in brackets ([my.schema].[t]) keeps its dots and

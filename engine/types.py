@@ -6,7 +6,7 @@ text    the value is delivered as its text form, computed on the server, exact i
         arrays, DECIMAL(>38), MySQL TIME, ...).
 refused no faithful representation is known; the note names the `[exports.columns] <col> = "text"` override.
 
-Traps of DuckDB's scanners that the mappings below avoid (measured, notes/environment.md §1.5):
+Traps of the drivers and DuckDB's scanners that the mappings below avoid (the full table: docs/types.md):
 - PostgreSQL numeric without typmod or with precision > 38 becomes DOUBLE and NaN becomes 0 → text (`::text`).
 - PostgreSQL numeric(p,s) NaN is read as 0 as well: the select_expr guards it — a NaN makes the server fail the read
   with a message naming the column (RIVET_SOURCE_UNREPRESENTABLE), never a silent 0.
@@ -17,6 +17,8 @@ Traps of DuckDB's scanners that the mappings below avoid (measured, notes/enviro
   cannot carry lists and DuckDB fails on multi-dimensional arrays; the literal is exact for every array.
 - PostgreSQL timestamptz → timestamp[us, tz=UTC] (same instant, the offset is not data). `±infinity` dates and
   timestamps have no Arrow value: the reader refuses them (RIVET_SOURCE_UNREPRESENTABLE) rather than write sentinels.
+  So are timestamps after 294247-01-10 04:00:54.775806 (the scanner wraps them to negative years) and time
+  24:00:00 (an Arrow time of day ends before it). Years before 1 and after 9999 are exact (CSV: '+100000-01-01').
 - PostgreSQL char(n) comes without its pad blanks, as `char::text` gives it (PostgreSQL ignores them everywhere).
 - MySQL TINYINT(1) → int8: the reader parses the server's text, so 2 and -1 stay (its DuckDB fallback turns off
   mysql_tinyint1_as_boolean, which makes them `true`).
@@ -25,11 +27,13 @@ Traps of DuckDB's scanners that the mappings below avoid (measured, notes/enviro
   DuckDB fallback, whose scanner reads them as NULL, asks the server for a check column instead); `= "text"` then
   exports the exact text ('0000-00-00 00:00:00').
 - MySQL TIMESTAMP → timestamp[us, tz=UTC]: every connection rivet opens uses time_zone '+00:00'.
+- MySQL FLOAT is read as CAST(… AS DOUBLE): the text protocol prints a FLOAT with 6 significant digits.
 """
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -64,11 +68,12 @@ def output_schema(mappings: list[ColumnMapping]) -> pa.Schema:
     return pa.schema([m.field for m in mappings if m.fidelity != "refused"])
 
 
-def override_hint(name: str) -> str:
-    return f'set [exports.columns] {name} = "text" to export its text form (or "skip")'
+def override_hint(*names: str) -> str:
+    overrides = ", ".join(f'{n} = "text"' for n in names)
+    return f'set [exports.columns] {overrides} to export {"its" if len(names) == 1 else "their"} text form (or "skip")'
 
 
-def map_columns(engine: str, columns: list[SourceColumn], overrides: dict[str, str], dialect) -> list[ColumnMapping]:
+def map_columns(engine: str, columns: list[SourceColumn], overrides: Mapping[str, str], dialect) -> list[ColumnMapping]:
     """One mapping per column, in order; columns overridden with "skip" are left out."""
     overrides = dict(overrides or {})
     names = [c.name for c in columns]
@@ -86,10 +91,10 @@ def map_columns(engine: str, columns: list[SourceColumn], overrides: dict[str, s
         raise ValueError(f"no type mapping for engine {engine!r}")
     out = []
     for c in columns:
-        how = overrides.get(c.name)
-        if how == "skip":
+        override = overrides.get(c.name)
+        if override == "skip":
             continue
-        if how == "text":
+        if override == "text":
             out.append(_text_override(engine, c, dialect))
             continue
         out.append(decide(c, dialect))
@@ -134,6 +139,8 @@ def _text_override(engine: str, c: SourceColumn, dialect) -> ColumnMapping:
     base, _ = _base(c.native_type)
     if engine == "mysql" and re.search(r"(blob|binary|geometry|point|linestring|polygon)", base):
         expr, why = f"HEX({q})", "text by [exports.columns] override (hex digits)"
+    elif engine == "mysql" and base.split()[0] == "float":
+        expr, why = dialect.cast_text(mysql_float_double(q)), "text by [exports.columns] override (as DOUBLE)"
     elif engine == "mssql":
         expr, why = mssql_text_expr(c.native_type, q)
     else:
@@ -159,6 +166,13 @@ _PG_SIMPLE = {
     "timestamp without time zone": pa.timestamp("us"), "timestamp": pa.timestamp("us"),
     "timestamp with time zone": pa.timestamp("us", tz="UTC"), "timestamptz": pa.timestamp("us", tz="UTC"),
     "oid": pa.uint32(),
+}
+# exact for every value but these, which no Arrow value of the type holds: the read fails naming the column
+_PG_VALUE_REFUSED = {
+    "date": "±infinity fails the read",
+    "time without time zone": "24:00:00 fails the read", "time": "24:00:00 fails the read",
+    **dict.fromkeys(("timestamp without time zone", "timestamp", "timestamp with time zone", "timestamptz"),
+                    "±infinity or a value after 294247-01-10 04:00:54.775806 fails the read"),
 }
 _PG_TEXT_WHY = {
     "interval": "interval (months, days and time kept apart) has no exact Arrow type; ISO 8601 text",
@@ -201,7 +215,7 @@ def _postgres(c: SourceColumn, d) -> ColumnMapping:
         return ColumnMapping(c.name, c.native_type, pa.decimal128(p, s), "exact", _as(d, guard, c.name),
                              "a NaN value fails the read", scan_checkable=True)
     if base in _PG_SIMPLE:
-        return _exact(c, _PG_SIMPLE[base], q)
+        return _exact(c, _PG_SIMPLE[base], q, _PG_VALUE_REFUSED.get(base, ""))
     if base in ("interval",) or base.startswith("interval "):
         return _text(c, d, _PG_TEXT_WHY["interval"], pg_interval_iso(q))
     if base in _PG_TEXT_WHY:
@@ -220,6 +234,12 @@ _MY_STRING = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "
               "uuid", "inet4", "inet6")
 _MY_BINARY = ("binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob")
 MYSQL_TEMPORAL = ("date", "datetime", "timestamp")
+
+
+def mysql_float_double(q: str) -> str:
+    """A FLOAT as the DOUBLE holding the same value: the text protocol prints a DOUBLE with every digit it needs
+    (3.1415927410125732) and a FLOAT with six (3.14159; 16777216 as 16777200)."""
+    return f"CAST({q} AS DOUBLE)"
 
 
 def _mysql(c: SourceColumn, d) -> ColumnMapping:
@@ -244,8 +264,8 @@ def _mysql(c: SourceColumn, d) -> ColumnMapping:
         if p > 38:
             return _text(c, d, f"decimal({p},{s}) does not fit decimal128")
         return _exact(c, pa.decimal128(p, s), q)
-    if kind == "float":
-        return _exact(c, pa.float32(), q)
+    if kind == "float":   # the text protocol prints FLOAT with 6 digits: as DOUBLE it prints all of the float32
+        return _exact(c, pa.float32(), _as(d, mysql_float_double(q), c.name))
     if kind in ("double", "real"):   # REAL is DOUBLE unless sql_mode REAL_AS_FLOAT, and then it reads as "float"
         return _exact(c, pa.float64(), q)
     if kind == "bit":

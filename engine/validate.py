@@ -16,9 +16,11 @@ from dataclasses import asdict, dataclass, field
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from engine import guardrails
 from engine.config import Config, ExportConfig
 from engine.destinations import open_destination
 from engine.errors import ExitClass, RivetError
+from engine.formats import csv_text
 from engine.manifest import MANIFEST, SUCCESS, success_bytes
 from engine.planner import run_started_at
 
@@ -83,6 +85,10 @@ def validate_prefix(dest, export: str) -> ValidateReport:
                 report.failures.append(Finding(SUCCESS, f"present over a run whose status is {latest.get('status')!r}"))
         elif latest is not None and latest.get("status") == "succeeded":
             report.failures.append(Finding(SUCCESS, "missing although manifest.json says the run succeeded"))
+        if latest is not None and latest.get("status") != "succeeded":
+            report.failures.append(Finding(MANIFEST, f"the latest run here (run {latest.get('run_id')}) ended "
+                                           f"{latest.get('status')!r}: its parts are not a complete export; "
+                                           "run the export again"))
     else:
         report.failures.append(Finding(MANIFEST, "missing"))
 
@@ -99,11 +105,18 @@ def validate_prefix(dest, export: str) -> ValidateReport:
                 continue
             if size != part["size_bytes"]:
                 report.failures.append(Finding(path, f"size {size} B, manifest says {part['size_bytes']} B"))
+                if part.get("column_checksums"):   # name the columns whose values changed
+                    _add_checksums(report, dest.get_bytes(path), path, part["column_checksums"])
                 continue
+            checksums = part.get("column_checksums")
             data = dest.get_bytes(path)
             if "sha256:" + hashlib.sha256(data).hexdigest() != part["content_hash"]:
                 report.failures.append(Finding(path, "content hash differs from the manifest"))
+                if checksums:   # name the columns whose values changed
+                    _add_checksums(report, data, path, checksums)
                 continue
+            if checksums:
+                report.failures += checksum_findings(data, path, checksums)
             try:
                 rows = part_rows(data, path)
             except Exception as e:  # noqa: BLE001 - a corrupt part is a finding, not a crash
@@ -112,9 +125,49 @@ def validate_prefix(dest, export: str) -> ValidateReport:
             if rows != part["rows"]:
                 report.failures.append(Finding(path, f"{rows} rows, manifest says {part['rows']}"))
             report.rows += rows
+    for mname, m in manifests.items():
+        report.failures += run_checksum_findings(mname, m)
     for name in sorted(set(objects) - named):
         report.warnings.append(Finding(name, "foreign file: no manifest names it"))
     return report
+
+
+def _add_checksums(report: ValidateReport, data: bytes, path: str, expected: dict[str, str]) -> None:
+    """After a size or content-hash finding: name the columns whose values changed, or say that none did."""
+    found = checksum_findings(data, path, expected)
+    if found:
+        report.failures += found
+    else:
+        last = report.failures[-1]
+        last.problem += " (every column's checksum matches: the values are unchanged, the file was re-encoded)"
+
+
+def checksum_findings(data: bytes, path: str, expected: dict[str, str]) -> list[Finding]:
+    """Recompute a part's column checksums (engine/guardrails.py) and name every column that differs."""
+    try:
+        got = {k: guardrails.hex64(v) for k, v in guardrails.column_sums(io.BytesIO(data), csv_text).items()}
+    except Exception as e:  # noqa: BLE001 - a corrupt part is a finding, not a crash
+        return [Finding(path, f"column checksums: unreadable part: {e}")]
+    out = [Finding(path, f"column {col!r}: checksum {got[col]} differs from the manifest's {want}"
+                   if col in got else f"column {col!r}: in the manifest's checksums but not in the part")
+           for col, want in expected.items() if got.get(col) != want]
+    out += [Finding(path, f"column {col!r}: in the part but not in the manifest's checksums")
+            for col in got if col not in expected]
+    return out
+
+
+def run_checksum_findings(mname: str, m: dict) -> list[Finding]:
+    """A run's column checksums are the sums of its committed parts' (as the manifest states them)."""
+    declared = (m.get("column_checksums") or {}).get("columns")
+    if not declared:
+        return []
+    total: dict[str, int] = {}
+    for part in m.get("parts", []):
+        if part.get("status", "committed") == "committed":
+            guardrails.add_sums(total, {k: int(v, 16) for k, v in (part.get("column_checksums") or {}).items()})
+    return [Finding(mname, f"column {col!r}: run checksum {want} is not the sum of its parts' "
+                    f"({guardrails.hex64(total.get(col, 0))})")
+            for col, want in declared.items() if guardrails.hex64(total.get(col, 0)) != want]
 
 
 def validate_export(config: Config, exp: ExportConfig, store) -> list[ValidateReport]:

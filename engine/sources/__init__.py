@@ -10,6 +10,7 @@ from engine.sources.base import Source, SourceColumn  # noqa: F401
 
 
 def open_source(cfg: SourceConfig, tuning: Tuning | None = None) -> Source:
+    cls: type[Source]
     if cfg.type == "postgres":
         from engine.sources.postgres import PostgresSource as cls
     elif cfg.type == "mysql":

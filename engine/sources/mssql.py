@@ -8,7 +8,7 @@ Every session: TDS 7.4 (so date, time, datetime2 and datetimeoffset arrive typed
 Server 2016+ for DATEDIFF_BIG and CONVERT style 3), autocommit, SET NOCOUNT ON, SET LOCK_TIMEOUT from
 statement_timeout_s (0 = wait forever), and pymssql's query timeout = statement_timeout_s: FreeTDS gives up when the
 server has sent nothing for that long (a per-wait limit, so a long read that keeps streaming is never cut). The
-login timeout is connect_timeout_s. FreeTDS keeps both timeouts process-wide: the last connection opened sets them.
+login timeout is connect_timeout_s, which also bounds the session setup query. FreeTDS keeps both timeouts process-wide: the last connection opened sets them.
 When the database has ALLOW_SNAPSHOT_ISOLATION ON, sessions run at SNAPSHOT isolation: every statement reads one
 consistent snapshot and takes no shared locks. Otherwise READ COMMITTED, which is consistent per statement when
 READ_COMMITTED_SNAPSHOT is ON (Azure SQL's default). Never NOLOCK.
@@ -32,7 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow as pa
@@ -41,6 +41,7 @@ from pymssql import _mssql
 
 from engine.config import SourceConfig, Tuning
 from engine.errors import ExitClass, RivetError
+from engine.layouts import BatchBudget
 from engine.secrets import redact, register
 from engine.sources.base import Relation, Source, SourceColumn
 from engine.sql import MssqlDialect
@@ -135,15 +136,29 @@ def native_type(name: str, max_length: int, precision: int, scale: int) -> str:
     return t
 
 
+_PARAMETERISED = ("char", "varchar", "binary", "varbinary", "nchar", "nvarchar", "decimal", "numeric", "datetime2",
+                  "time", "datetimeoffset")
+
+
+def described_type(type_name: str, max_length: int, precision: int, scale: int) -> str:
+    """sp_describe_first_result_set's system_type_name ('datetime2(7)'), completed from its max_length / precision /
+    scale columns when it names a parameterised type without the parameters (Babelfish says 'datetime2')."""
+    t = str(type_name).strip()
+    if "(" in t or t.lower() not in _PARAMETERISED:
+        return t
+    return native_type(t, int(max_length or 0), int(precision or 0), int(scale or 0))
+
+
 # ---- errors -------------------------------------------------------------------------------------------------------
 
 def _parts(exc: BaseException) -> tuple[set[int], int | None, str]:
-    """pymssql raises with args ((number, b'text'),): the number of the most severe message and FreeTDS's text, in
-    which 'DB-Lib error message NNNNN' lines name the client-side errors. → (all numbers, number, readable text)."""
-    arg = exc.args[0] if exc.args else ""
-    number = None
-    if isinstance(arg, tuple) and len(arg) == 2:
-        number, arg = arg
+    """pymssql raises with the number of the most severe message and FreeTDS's text, in which 'DB-Lib error message
+    NNNNN' lines name the client-side errors: as one argument ((number, b'text'),) from connect, as two
+    (number, b'text') from Cursor.execute. → (all numbers, number, readable text)."""
+    args = exc.args
+    if len(args) == 1 and isinstance(args[0], tuple):
+        args = args[0]
+    number, arg = (args[0], args[1]) if len(args) == 2 and isinstance(args[0], int) else (None, args[0] if args else "")
     text = arg.decode("utf-8", "replace") if isinstance(arg, (bytes, bytearray)) else str(arg)
     nums = {int(n) for n in re.findall(r"error message (\d+)", text)}
     if isinstance(number, int):
@@ -198,7 +213,7 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
         return err("RIVET_SOURCE_BUSY", retried, ExitClass.TRANSIENT, transient=True)
     if 208 in nums or "invalid object name" in text:
         return err("RIVET_SOURCE_NO_SUCH_TABLE", "check the table name (schema.table or table)")
-    if 8156 in nums:
+    if 8156 in nums or "specified more than once" in text:   # the latter: Babelfish's (PostgreSQL's) wording
         return err("RIVET_SOURCE_DUPLICATE_COLUMN", "give each selected column its own name (AS alias)")
     if 8155 in nums:
         return err("RIVET_SOURCE_QUERY", "give each selected column a name (AS alias)")
@@ -216,11 +231,11 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
 # ---- rows → Arrow -------------------------------------------------------------------------------------------------
 
 def record_batches(fetchmany: Callable[[int], list], schema: pa.Schema,
-                   batch_rows: int) -> Iterator[pa.RecordBatch]:
+                   batch_rows: int, budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
     """Rows as pymssql returns them (tuples of Python values), `batch_rows` at a time, as record batches of exactly
     `schema` (names, types, field metadata). Only one batch of rows is held at a time."""
     while True:
-        rows = fetchmany(batch_rows)
+        rows = fetchmany(budget.rows if budget is not None else batch_rows)
         if not rows:
             return
         yield rows_to_batch(rows, schema)
@@ -301,17 +316,21 @@ class MssqlSource(Source):
         except _DRIVER_ERRORS as e:
             raise classify(e, self._where, connecting=True) from None
         try:
-            # process-wide in FreeTDS: set it (0 too) on every connect so another source's value never lingers
-            conn._conn.query_timeout = math.ceil(t.statement_timeout_s) if t.statement_timeout_s else 0
+            # process-wide in FreeTDS: set it (0 too) on every connect so another source's value never lingers. The
+            # session setup below is part of connecting (connect_timeout_s); statements get statement_timeout_s.
+            conn._conn.query_timeout = max(1, math.ceil(t.connect_timeout_s))
             cur = conn.cursor()
             lock_ms = int(t.statement_timeout_s * 1000) if t.statement_timeout_s else -1
             cur.execute(f"SET NOCOUNT ON; SET LOCK_TIMEOUT {lock_ms}; "
                         "SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS v, "
                         "CAST(SERVERPROPERTY('Edition') AS nvarchar(128)) AS e, "
                         "(SELECT snapshot_isolation_state FROM sys.databases WHERE database_id = DB_ID()) AS s")
-            version, edition, snapshot = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None   # a SELECT without FROM returns one row
+            version, edition, snapshot = cast("tuple[str, str, int | None]", row)   # nvarchar, nvarchar, tinyint
             if snapshot == 1:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL SNAPSHOT")
+            conn._conn.query_timeout = math.ceil(t.statement_timeout_s) if t.statement_timeout_s else 0
         except _DRIVER_ERRORS as e:
             _close(conn)
             raise classify(e, self._where) from None
@@ -373,10 +392,10 @@ class MssqlSource(Source):
             return [SourceColumn(str(n), native_type(str(t), ml, p, s), bool(nl)) for n, t, ml, p, s, nl in rows]
         # a query: the server describes its result without running it, in the very derived-table form every read
         # uses (so a query T-SQL cannot wrap fails here, at check/plan time). Columns: is_hidden, column_ordinal,
-        # name, is_nullable, system_type_id, system_type_name, ...
+        # name, is_nullable, system_type_id, system_type_name, max_length, precision, scale, ...
         body = f"SELECT * FROM {self._dialect.relation_sql(relation)}"
         rows = self._run(f"EXEC sp_describe_first_result_set @tsql = {self._dialect.literal(body)}")
-        columns = [SourceColumn(str(r[2]), str(r[5]), bool(r[3])) for r in rows if not r[0]]
+        columns = [SourceColumn(str(r[2]), described_type(r[5], r[6], r[7], r[8]), bool(r[3])) for r in rows if not r[0]]
         if not columns:
             raise RivetError("RIVET_SOURCE_QUERY", f"{self._where}: the export's query returns no columns",
                              "write a SELECT statement")
@@ -408,11 +427,12 @@ class MssqlSource(Source):
 
     # ---- rows --------------------------------------------------------------------------------------------------
     def read(self, sql: str, schema: pa.Schema, batch_rows: int,
-             scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
+             scan_table: str | None = None, budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         # scan_table buys nothing here: there is no faster path than the TDS stream itself
-        return self._stream(sql, schema, batch_rows)
+        return self._stream(sql, schema, batch_rows, budget)
 
-    def _stream(self, sql: str, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def _stream(self, sql: str, schema: pa.Schema, batch_rows: int,
+                budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         conn = self._connect()
         try:
             cur = conn.cursor()
@@ -421,7 +441,7 @@ class MssqlSource(Source):
                 width = len(cur.description or ())
                 if width != len(schema):
                     raise _schema_changed(width, len(schema))
-                yield from record_batches(cur.fetchmany, schema, batch_rows)
+                yield from record_batches(cur.fetchmany, schema, batch_rows, budget)
             except _DRIVER_ERRORS as e:
                 raise classify(e, self._where) from None
         finally:
@@ -429,6 +449,12 @@ class MssqlSource(Source):
 
 
 def _close(conn) -> None:
+    """Cancel whatever the session still runs (a statement whose client timed out goes on on the server, a count
+    for hours), then close it."""
+    try:
+        conn._conn.cancel()
+    except (AttributeError, *_DRIVER_ERRORS):
+        pass
     try:
         conn.close()
     except _DRIVER_ERRORS:

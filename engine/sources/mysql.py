@@ -46,6 +46,7 @@ from mysql.connector.constants import FieldFlag, FieldType
 from engine import duck
 from engine.config import SourceConfig, Tuning
 from engine.errors import ExitClass, RivetError
+from engine.layouts import DUCKDB_PIECE_ROWS, BatchBudget, regroup
 from engine.secrets import redact, register
 from engine.sources.base import Relation, Source, SourceColumn
 from engine.sql import QUERY_ALIAS, MySQLDialect, strip_query
@@ -191,7 +192,9 @@ class MySQLSource(Source):
             cur = conn.cursor()
             if self._mariadb is None:
                 cur.execute("SELECT VERSION(), @@SESSION.sql_mode")
-                version, sql_mode = cur.fetchone()
+                row = cur.fetchone()
+                assert row is not None   # a SELECT without FROM returns one row
+                version, sql_mode = row
                 self._mariadb = "mariadb" in str(version).lower()
                 self._dialect.backslash_escapes = "NO_BACKSLASH_ESCAPES" not in str(sql_mode).upper()
             t = self.tuning.statement_timeout_s
@@ -246,6 +249,10 @@ class MySQLSource(Source):
         (v,), = self._run("SELECT VERSION()")
         return str(v)
 
+    def connection_limit(self) -> int | None:
+        (limit,), = self._run("SELECT @@max_connections")
+        return int(limit)
+
     def _split(self, table: str) -> tuple[str | None, str]:
         parts = self._dialect.split_table(table)
         return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
@@ -274,6 +281,7 @@ class MySQLSource(Source):
         # a query: materialize its shape (LIMIT 0: no row is read) as a session temporary table and read the
         # declared types back; the cursor description alone loses tinyint(1), unsigned and decimal precision.
         tmp = f"rivet_describe_{threading.get_ident()}"
+        assert relation.query is not None   # a Relation has exactly one of table/query
         body = strip_query(relation.query)
         with self._lock:
             self._native()   # connect first: a wrong password is an authentication error, not a missing grant
@@ -308,6 +316,23 @@ class MySQLSource(Source):
         by_name = {str(n): (str(t), bool(nl)) for n, t, nl, _ in rows}
         return [SourceColumn(str(n), *by_name[str(n)]) for (n,) in order]
 
+    def key_index(self, table: str, column: str) -> tuple[bool, bool, bool]:
+        db, name = self._split(table)
+        by_name = {str(n): bool(nl) for n, _, nl, _ in self._columns_of(table)}
+        if not by_name:
+            raise self._no_such_table(table)
+        # an index "leads" with the column when it is its first part; unique when NON_UNIQUE = 0 over that one column
+        rows = self._run("SELECT s.NON_UNIQUE, (SELECT COUNT(*) FROM information_schema.STATISTICS o "
+                         "WHERE o.TABLE_SCHEMA = s.TABLE_SCHEMA AND o.TABLE_NAME = s.TABLE_NAME "
+                         "AND o.INDEX_NAME = s.INDEX_NAME) FROM information_schema.STATISTICS s "
+                         "WHERE s.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND s.TABLE_NAME = %s "
+                         "AND s.COLUMN_NAME = %s AND s.SEQ_IN_INDEX = 1", (db, name, column))
+        unique = any(int(nu) == 0 and int(n) == 1 for nu, n in rows)
+        return by_name.get(column, True), bool(rows), unique
+
+    def column_values(self, sql: str) -> list[Any]:
+        return [r[0] for r in self._run(sql)]
+
     def estimate_rows(self, relation: Relation) -> int | None:
         if relation.table is None:
             return None
@@ -326,15 +351,16 @@ class MySQLSource(Source):
 
     # ---- rows --------------------------------------------------------------------------------------------------
     def read(self, sql: str, schema: pa.Schema, batch_rows: int,
-             scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
+             scan_table: str | None = None, budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         # scan_table buys nothing here: neither path splits one MySQL result (the runner's chunks parallelize)
         with self._lock:
             self._native()   # fails fast (connect_timeout) on a dead or mute server; learns the flavour
         if HAVE_CEXT:
-            return self._read_rows(sql, schema, batch_rows)
-        return self._read_duckdb(sql, schema, batch_rows)
+            return self._read_rows(sql, schema, batch_rows, budget)
+        return self._read_duckdb(sql, schema, batch_rows, budget)
 
-    def _read_rows(self, sql: str, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def _read_rows(self, sql: str, schema: pa.Schema, batch_rows: int,
+                   budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         conn = self._open(snapshot=True)
         # the C API object under the connection: its fetch_row hands over a tuple of bytes per row straight from
         # libmysqlclient, without the per-row Python of the cursors (2x the client CPU, measured)
@@ -348,8 +374,10 @@ class MySQLSource(Source):
             rows = iter(api.fetch_row, None)
             # a tuple per row → one Arrow call per slice: a struct of binary children, split into columns below
             struct = pa.struct([pa.field(f"c{i}", pa.binary()) for i in range(len(fields))])
-            step = max(1, min(batch_rows, SLICE_ROWS))
             while True:
+                if budget is not None:   # auto_shrink: the rows of this batch as the budget stands now
+                    batch_rows = budget.rows
+                step = max(1, min(batch_rows, SLICE_ROWS))
                 parts, n = [], 0
                 while n < batch_rows:
                     got = list(islice(rows, min(step, batch_rows - n)))
@@ -370,14 +398,15 @@ class MySQLSource(Source):
             # the server ends the query and rolls the read-only transaction back
             api.close()
 
-    def _read_duckdb(self, sql: str, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def _read_duckdb(self, sql: str, schema: pa.Schema, batch_rows: int,
+                     budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         temporal = [f.name for f in schema
                     if (pa.types.is_timestamp(f.type) or pa.types.is_date(f.type))
                     and _kind((f.metadata or {}).get(NATIVE_TYPE_KEY)) in ("date", "datetime", "timestamp")]
         masks = [temporal[i:i + 62] for i in range(0, len(temporal), 62)]
         statement = self._statement(sql, masks)
         query = f"SELECT * FROM mysql_query('src', {duck.sql_string(statement)})"
-        return self._stream(query, schema, batch_rows, masks)
+        return self._stream(query, schema, batch_rows, masks, budget)
 
     def _statement(self, sql: str, masks: list[list[str]]) -> str:
         """The SELECT sent to the server: zero-date check columns first, then the statement timeout."""
@@ -399,6 +428,7 @@ class MySQLSource(Source):
                 sql = f"SET STATEMENT max_statement_time={float(t)} FOR {sql}"
             elif m:   # MySQL: the hint has to follow the first SELECT keyword
                 m2 = _SELECT.match(sql)
+                assert m2 is not None   # sql still starts with the SELECT that m matched
                 sql = sql[:m2.end()] + f"/*+ MAX_EXECUTION_TIME({int(t * 1000)}) */ " + sql[m2.end():]
         return sql
 
@@ -438,7 +468,7 @@ class MySQLSource(Source):
         return None
 
     def _stream(self, query: str, schema: pa.Schema, batch_rows: int,
-                masks: list[list[str]]) -> Iterator[pa.RecordBatch]:
+                masks: list[list[str]], budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         con = duck.connect(threads=1, preserve_insertion_order=True)
         abandoned = False
         try:
@@ -449,8 +479,8 @@ class MySQLSource(Source):
                                  "check that the server is healthy", ExitClass.TRANSIENT, transient=True)
             started = time.monotonic()
             try:
-                reader = con.execute(query).to_arrow_reader(batch_rows)
-                for batch in reader:
+                reader = con.execute(query).to_arrow_reader(DUCKDB_PIECE_ROWS if budget else batch_rows)
+                for batch in (regroup(reader, budget) if budget else reader):
                     if masks:
                         for k, names in enumerate(masks):
                             _refuse_zero_dates(batch.column(k), names, self._where)
@@ -481,7 +511,7 @@ def _zero_dates(bad: list[str], where: str) -> RivetError:
     verb = "holds" if len(bad) == 1 else "hold"
     return RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{where}: column {', '.join(bad)} {verb} a zero date "
                       "('0000-00-00' or a zero month/day), which no Arrow date can hold",
-                      override_hint(bad[0]), ExitClass.REFUSED)
+                      override_hint(*bad), ExitClass.REFUSED)
 
 
 def _column_count_changed(got: int, want: int) -> RivetError:

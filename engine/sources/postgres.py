@@ -6,11 +6,11 @@ in transaction mode (PgBouncer) must allow the `options` startup parameter (igno
 """
 from __future__ import annotations
 
-import base64
 import difflib
+import functools
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -22,18 +22,29 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from engine import duck
 from engine.config import SourceConfig, Tuning
 from engine.errors import ExitClass, RivetError
+from engine.layouts import DUCKDB_PIECE_ROWS, BatchBudget, regroup
 from engine.secrets import redact, register
-from engine.sources.base import Relation, Source, SourceColumn
+from engine.sources.base import BatchStream, Relation, Source, SourceColumn
 from engine.sql import QUERY_ALIAS, PostgresDialect, strip_query
 from engine.types import GUARD_MARKER, NATIVE_TYPE_KEY, override_hint
 
-# DuckDB reads PostgreSQL ±infinity as the extreme values of the Arrow storage type; no real value is there.
-_INFINITY = {pa.int64(): (-(2**63 - 1), 2**63 - 1), pa.int32(): (-(2**31 - 1), 2**31 - 1)}
-_TRANSIENT_STATES = ("08", "40001", "40P01", "53", "55P03", "57P01", "57P02", "57P03", "57P05")
+# Values the scanner hands over that no Arrow value of the column's type holds (docs/types.md):
+# - ±infinity dates and timestamps arrive as the storage type's extreme values;
+# - timestamps after 294247-01-10 04:00:54.775806 (PostgreSQL goes on to 294276) wrap: shifting PostgreSQL's 2000
+#   epoch to Arrow's 1970 one overflows int64, so they land below PostgreSQL's first timestamp (4714-11-24 BC);
+#   the last microsecond before that collides with +infinity;
+# - time 24:00:00, which PostgreSQL allows and an Arrow time of day ends before.
+_DATE_INFINITY = 2**31 - 1
+_TIMESTAMP_INFINITY = 2**63 - 1
+_FIRST_PG_TIMESTAMP_US = -210_866_803_200_000_000
+_DAY_US = 86_400_000_000
+_TRANSIENT_STATES = ("08", "40001", "40P01", "53", "57P01", "57P02", "57P03", "57P05")
 _TRANSIENT_TEXT = ("server closed the connection", "terminating connection", "connection reset", "ssl syscall",
                    "could not receive data", "could not send data", "connection to server was lost", "eof detected",
                    "too many clients", "remaining connection slots", "deadlock detected",
                    "could not serialize access", "the database system is", "broken pipe", "no connection to the server")
+READ_LOCK_TIMEOUT_MS = 10_000
+GUARD_WAIT_S = 600        # the guard's lock wait when statement_timeout_s is 0 (no timeout): still bounded
 _UNREACHABLE_TEXT = ("connection refused", "timeout expired", "could not translate host name", "no route to host",
                      "network is unreachable", "could not connect", "name or service not known", "timed out")
 
@@ -58,6 +69,17 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
         return RivetError("RIVET_SOURCE_NO_SUCH_DATABASE", msg, "check the database name in the source URL")
     if state in ("42P01", "3F000") or ("relation" in text and "does not exist" in text):
         return RivetError("RIVET_SOURCE_NO_SUCH_TABLE", msg, "check the table name (schema.table) and the search_path")
+    if state == "55P03" or "lock timeout" in text:
+        # not retried inside the run: the lock is wanted by DDL queued behind rivet's own guard (hold_relation)
+        return RivetError("RIVET_SOURCE_LOCKED", f"{msg} (another session is waiting to rewrite, truncate or drop "
+                          "a table this export reads)", "rerun when that statement has finished; rivet exits 2 so a "
+                          "scheduler can retry", ExitClass.TRANSIENT)
+    if isinstance(exc, duckdb.InterruptException):
+        # rivet never reports an interrupt it asked for (prefetch keeps the writer's error): DuckDB cancelled its
+        # parallel scan because one of its threads failed, and may report this instead of that cause
+        return RivetError("RIVET_SOURCE_CONNECTION_LOST", f"{msg} (DuckDB stopped its scan after a failure in "
+                          "another of its threads, most often a lost connection)",
+                          "transient: rivet retries it; rerun if retries ran out", ExitClass.TRANSIENT, transient=True)
     if state == "57014" or "statement timeout" in text:
         return RivetError("RIVET_SOURCE_TIMEOUT", msg, "raise statement_timeout_s in [source.tuning] (0 = none) or "
                           "read in smaller chunks", ExitClass.TRANSIENT)
@@ -74,6 +96,81 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
     return RivetError("RIVET_SOURCE_QUERY", msg, "check the SQL of the export (query, columns, filters)")
 
 
+def _close_quietly(conn: psycopg.Connection) -> None:
+    try:
+        conn.close()
+    except psycopg.Error:
+        pass
+
+
+class _IdleConnections:
+    """A few idle native connections per conninfo, reused by the next export in this process: a run of hundreds of
+    small exports otherwise opens three connections per export (planning, guard, the task's catalog lookups), each
+    a backend fork on the server. Only a connection that is open, autocommit and outside any transaction returns."""
+    KEEP = 8
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[psycopg.Connection]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, conninfo: str) -> psycopg.Connection:
+        while True:
+            with self._lock:
+                idle = self._idle.get(conninfo)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                break
+            if self._alive(conn):       # checked outside the lock: a round trip
+                return conn
+        # no server-side prepared statements: a reused connection would keep a plan for a table that has since
+        # been altered ("cached plan must not change result type")
+        return psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
+
+    @staticmethod
+    def _alive(conn: psycopg.Connection) -> bool:
+        """Whether the server still serves this connection: it may have been terminated while idle (a restart, an
+        idle timeout, pg_terminate_backend), which only a round trip reveals."""
+        if conn.closed or conn.broken:
+            return False
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            _close_quietly(conn)
+            return False
+
+    def give_back(self, conninfo: str, conn: psycopg.Connection) -> None:
+        healthy = (not conn.closed and not conn.broken and conn.autocommit
+                   and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+        with self._lock:
+            idle = self._idle.setdefault(conninfo, [])
+            if healthy and len(idle) < self.KEEP:
+                idle.append(conn)
+                return
+        _close_quietly(conn)
+
+
+_POOL = _IdleConnections()
+
+
+@functools.lru_cache(maxsize=64)
+def _conninfo(url: str, statement_timeout_s: int, connect_timeout_s: int, tls: tuple, reading: bool) -> str:
+    """PostgresSource.conninfo, computed once per distinct input: every export's source asks for it several times
+    (pool keys, the guard, DuckDB's ATTACH), and psycopg's conninfo parsing was ~12 % of the CPU of a run of 200
+    small exports."""
+    opts = ["-c TimeZone=UTC"]
+    if statement_timeout_s:
+        opts.append(f"-c statement_timeout={int(statement_timeout_s * 1000)}")
+    if reading:
+        opts.append(f"-c lock_timeout={READ_LOCK_TIMEOUT_MS}")
+    base = conninfo_to_dict(url)
+    if base.get("options"):
+        opts.insert(0, str(base["options"]))
+    return make_conninfo(url, connect_timeout=max(2, int(connect_timeout_s)),
+                         application_name=base.get("application_name", "rivet"), options=" ".join(opts),
+                         **{k: str(v) for k, v in tls})
+
+
 class PostgresSource(Source):
     engine = "postgres"
 
@@ -81,13 +178,14 @@ class PostgresSource(Source):
         super().__init__(cfg, tuning)
         self._dialect = PostgresDialect()
         self._conn: psycopg.Connection | None = None
+        self._guard: psycopg.Connection | None = None
         self._lock = threading.RLock()
         try:
             params = conninfo_to_dict(cfg.url)
         except psycopg.ProgrammingError as e:
             raise RivetError("RIVET_CONFIG_BAD_URL", f"the PostgreSQL source URL is not valid: {redact(str(e))}",
                              "postgresql://user:password@host:5432/database") from None
-        register(params.get("password"))
+        register(str(params.get("password") or ""))   # values parsed from a conninfo string are str
         host, port, db = params.get("host", "localhost"), params.get("port", 5432), params.get("dbname", "")
         self._where = f"postgres {host}:{port}/{db}"
 
@@ -96,23 +194,23 @@ class PostgresSource(Source):
         return self._dialect
 
     # ---- connections -------------------------------------------------------------------------------------------
-    def conninfo(self) -> str:
-        opts = ["-c TimeZone=UTC"]
-        if self.tuning.statement_timeout_s:
-            opts.append(f"-c statement_timeout={int(self.tuning.statement_timeout_s * 1000)}")
-        base = conninfo_to_dict(self.cfg.url)
-        if base.get("options"):
-            opts.insert(0, base["options"])
-        return make_conninfo(self.cfg.url, connect_timeout=max(2, int(self.tuning.connect_timeout_s)),
-                             application_name=base.get("application_name", "rivet"), options=" ".join(opts),
-                             **{k: str(v) for k, v in (self.cfg.tls or {}).items()})
+    def conninfo(self, reading: bool = False) -> str:
+        """libpq conninfo with rivet's session settings. `reading`: the connections that read rows also get a short
+        lock_timeout. While rivet holds its guard (hold_relation) a read waits for a lock only when a DDL statement
+        (ALTER/TRUNCATE/VACUUM FULL) queued for an ACCESS EXCLUSIVE lock behind that guard: waiting longer cannot
+        help, so the export fails at once (RIVET_SOURCE_LOCKED) and releases the guard."""
+        return _conninfo(self.cfg.url, self.tuning.statement_timeout_s, self.tuning.connect_timeout_s,
+                         tuple(sorted((self.cfg.tls or {}).items())), reading)
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return _POOL.take(self.conninfo())
+        except psycopg.Error as e:
+            raise classify(e, self._where, connecting=True) from None
 
     def _native(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            try:
-                self._conn = psycopg.connect(self.conninfo(), autocommit=True)
-            except psycopg.Error as e:
-                raise classify(e, self._where, connecting=True) from None
+            self._conn = self._connect()
         return self._conn
 
     def _run(self, sql: str, params=None) -> list[tuple]:
@@ -129,20 +227,68 @@ class PostgresSource(Source):
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
+            _close_quietly(self._conn)
             self._conn = None
 
     def close(self) -> None:
         with self._lock:
-            self._drop()
+            if self._conn is not None:
+                _POOL.give_back(self.conninfo(), self._conn)
+                self._conn = None
+
+    @contextmanager
+    def hold(self, relation: Relation) -> Iterator[None]:
+        """Hold ACCESS SHARE locks on every table the export reads, from before any read takes its snapshot until
+        the export is committed — what pg_dump does. Table rewrites (ALTER TABLE that rewrites, TRUNCATE, VACUUM
+        FULL, CLUSTER) are not MVCC-safe: one committed after a read's snapshot was taken makes the table look
+        empty to that read. With the guard, a rewrite in progress is waited for before anything is read (up to
+        statement_timeout_s, else GUARD_WAIT_S), and none can start until the export is done.
+
+        `SELECT ... LIMIT 0` in one transaction locks the table, or every relation a query reads (views expanded),
+        and reads no row. The guard is its own connection: nothing else runs in its transaction."""
+        wait_ms = int((self.tuning.statement_timeout_s or GUARD_WAIT_S) * 1000)
+        conn = self._connect()
+        try:
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY")
+                conn.execute(f"SET LOCAL lock_timeout = {wait_ms}")
+                conn.execute(f"SET LOCAL statement_timeout = {wait_ms}")
+                conn.execute(f"SELECT * FROM {self._dialect.relation_sql(relation)} LIMIT 0")
+            except psycopg.Error as e:
+                raise classify(e, self._where) from None
+            self._guard = conn
+            yield
+        finally:
+            self._guard = None
+            try:
+                conn.execute("ROLLBACK")     # releases the locks; a healthy connection goes back to the pool
+                _POOL.give_back(self.conninfo(), conn)
+            except psycopg.Error:
+                _close_quietly(conn)
+
+    def verify_hold(self) -> None:
+        """Before the run is certified: the guard's transaction must still be open (a server-side
+        idle_in_transaction_session_timeout or a terminated backend would have released its locks)."""
+        conn = self._guard
+        if conn is None:
+            return
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            raise RivetError("RIVET_SOURCE_GUARD_LOST", f"{self._where}: the session holding the export's table "
+                             f"locks ended during the run ({redact(str(e).strip())}); a table rewrite could have "
+                             "gone unseen", "rerun the export; if the server sets idle_in_transaction_session_timeout, "
+                             "raise it for rivet's user", ExitClass.TRANSIENT) from None
 
     # ---- introspection -----------------------------------------------------------------------------------------
     def server_version(self) -> str:
         (v,), = self._run("SHOW server_version")
         return f"PostgreSQL {v.split()[0]}"
+
+    def connection_limit(self) -> int | None:
+        (limit,), = self._run("SELECT current_setting('max_connections')::int - "
+                              "current_setting('superuser_reserved_connections')::int")
+        return int(limit)
 
     def _regclass(self, table: str) -> int:
         quoted = self._dialect.quote_table(table)
@@ -167,11 +313,13 @@ class PostgresSource(Source):
                              "ORDER BY a.attnum", (oid,))
             return [SourceColumn(n, t, nullable) for n, t, nullable in rows]
         # a query: plan it with LIMIT 0 (no row is read) and name the result's types from their oid and typmod
+        assert relation.query is not None   # a Relation has exactly one of table/query
         with self._lock:
             conn = self._native()
             try:
                 cur = conn.execute(f"SELECT * FROM ({strip_query(relation.query)}\n) AS {QUERY_ALIAS} LIMIT 0")
                 res = cur.pgresult
+                assert res is not None and cur.description is not None   # an executed SELECT has a result
                 names = [c.name for c in cur.description]
                 oids = [res.ftype(i) for i in range(res.nfields)]
                 mods = [res.fmod(i) for i in range(res.nfields)]
@@ -195,6 +343,22 @@ class PostgresSource(Source):
                          "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
                          "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord", (oid,))
         return [SourceColumn(n, t, nullable) for n, t, nullable in rows]
+
+    def key_index(self, table: str, column: str) -> tuple[bool, bool, bool]:
+        oid = self._regclass(table)
+        rows = self._run("SELECT NOT a.attnotnull, "
+                         "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indkey[0] = a.attnum), "
+                         "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisunique "
+                         "AND i.indisvalid AND i.indpred IS NULL AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum) "
+                         "FROM pg_attribute a WHERE a.attrelid = %s AND a.attname = %s AND a.attnum > 0 "
+                         "AND NOT a.attisdropped", (oid, column))
+        if not rows:
+            return True, False, False
+        nullable, indexed, unique = rows[0]
+        return bool(nullable), bool(indexed), bool(unique)
+
+    def column_values(self, sql: str) -> list[Any]:
+        return [r[0] for r in self._run(sql)]
 
     def estimate_rows(self, relation: Relation) -> int | None:
         if relation.table is None:
@@ -222,105 +386,30 @@ class PostgresSource(Source):
 
     # ---- rows --------------------------------------------------------------------------------------------------
     def read(self, sql: str, schema: pa.Schema, batch_rows: int,
-             scan_table: str | None = None) -> Iterator[pa.RecordBatch]:
+             scan_table: str | None = None, budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         if scan_table is not None:
             # DuckDB's own scan of the attached table: parallel ctid ranges on several connections sharing one
             # exported snapshot. Only for plain column reads, and only when every column keeps DuckDB's type.
             s, t = self._table_schema(scan_table)
             q = self._dialect.quote_ident
             cols = ", ".join(q(f.name) for f in schema)
-            query = f"SELECT {cols} FROM src.{q(s)}.{q(t)}"
-            threads = None
+            def query(src: str) -> str:
+                return f"SELECT {cols} FROM {src}.{q(s)}.{q(t)}"
         else:
-            query = f"SELECT * FROM postgres_query('src', {duck.sql_string(sql)})"
-            threads = 1   # one COPY stream: more DuckDB threads only add contention
-        infinity_checks = [(i, f.name) for i, f in enumerate(schema)
-                           if (pa.types.is_timestamp(f.type) or pa.types.is_date(f.type))
-                           and (f.metadata or {}).get(NATIVE_TYPE_KEY) is not None]
-        stream = self._stream(query, schema, batch_rows, threads, ordered=scan_table is None, checks=infinity_checks)
+            def query(src: str) -> str:
+                return f"SELECT * FROM postgres_query({duck.sql_string(src)}, {duck.sql_string(sql)})"
+        checks = [(i, f.name) for i, f in enumerate(schema)
+                  if pa.types.is_temporal(f.type) and (f.metadata or {}).get(NATIVE_TYPE_KEY) is not None]
+        stream = self._stream(query, schema, batch_rows, checks=checks, budget=budget)
         if scan_table is None:
             return stream
         decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
         return self._nan_checked(stream, scan_table, decimals) if decimals else stream
 
-    def copy_parquet(self, scan_table: str, schema: pa.Schema, out: Path, compression: str, max_file_size: int | None,
-                     row_group_rows: int = 122_880, on_progress=None) -> list[Path]:
-        """The fused fast path for a plain full-table read to Parquet: DuckDB scans (parallel ctid ranges, one
-        snapshot) and writes the Parquet itself, 30% less CPU than Arrow export + pyarrow here. `schema` travels as
-        the file's ARROW:schema so readers see the same types and `rivet.native_type` field metadata.
-        Returns the written files (one, or several under `out` as a directory when max_file_size rotates)."""
-        s, t = self._table_schema(scan_table)
-        q = self._dialect.quote_ident
-        cols = ", ".join(q(f.name) for f in schema)
-        blob = base64.b64encode(schema.serialize().to_pybytes()).decode()
-        codec = {"none": "uncompressed"}.get(compression, compression)
-        options = [f"FORMAT parquet, COMPRESSION {codec}, ROW_GROUP_SIZE {int(row_group_rows)}",
-                   f"KV_METADATA {{'ARROW:schema': {duck.sql_string(blob)}}}"]
-        if codec == "zstd":
-            options.append("COMPRESSION_LEVEL 3")
-        if max_file_size:
-            options.append(f"FILE_SIZE_BYTES {int(max_file_size)}, FILENAME_PATTERN 'part{{i}}'")
-        target = out if max_file_size else out.with_suffix(".parquet")
-        con = duck.connect(preserve_insertion_order=False)
-        stop = threading.Event()
-        poller = None
-        try:
-            try:
-                con.execute(f"ATTACH {duck.sql_string(self.conninfo())} AS src (TYPE postgres, READ_ONLY)")
-            except duckdb.Error as e:
-                raise classify(e, self._where, connecting=True) from None
-            if on_progress:
-                def poll():
-                    while not stop.wait(0.25):
-                        try:
-                            on_progress(max(0.0, con.query_progress()) / 100.0)
-                        except duckdb.Error:
-                            pass
-                poller = threading.Thread(target=poll, name="rivet-progress", daemon=True)
-                poller.start()
-            try:
-                con.execute(f"COPY (SELECT {cols} FROM src.{q(s)}.{q(t)}) TO {duck.sql_string(str(target))} "
-                            f"({', '.join(options)})")
-            except (duckdb.Error, OSError) as e:
-                raise classify(e, self._where) from None
-        finally:
-            stop.set()
-            if poller:
-                poller.join()
-            con.close()
-        files = sorted(target.glob("*.parquet")) if max_file_size else [target]
-        self._check_written(files, schema, scan_table)
-        return files
-
-    def _check_written(self, files: list[Path], schema: pa.Schema, table: str) -> None:
-        """What the scanner cannot say while scanning: ±infinity dates (written as extreme values) and numeric NaN
-        (read as 0). One pass over just those columns of the written files; the server is asked only about zeros."""
-        q = self._dialect.quote_ident
-        temporal = [f.name for f in schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
-        decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
-        if not (temporal or decimals) or not files:
-            return
-        probes = [f"bool_or(isinf({q(c)}))" for c in temporal] + [f"bool_or({q(c)} = 0)" for c in decimals]
-        con = duck.connect()
-        try:
-            listing = "[" + ", ".join(duck.sql_string(str(f)) for f in files) + "]"
-            row = con.execute(f"SELECT {', '.join(probes)} FROM read_parquet({listing})").fetchone()
-        finally:
-            con.close()
-        for name, hit in zip(temporal, row[: len(temporal)]):
-            if hit:
-                raise RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{self._where}: column {name} holds infinity, "
-                                 "which no Arrow timestamp can hold", override_hint(name), ExitClass.REFUSED)
-        zeros = [c for c, hit in zip(decimals, row[len(temporal):]) if hit]
-        if zeros:
-            for _ in self._nan_checked(iter(()), table, zeros, assume_zero=True):
-                pass
-
-    def _nan_checked(self, stream: Iterator[pa.RecordBatch], table: str, decimals: list[str],
-                     assume_zero: bool = False):
+    def _nan_checked(self, stream: Iterator[pa.RecordBatch], table: str, decimals: list[str]):
         """The plain scan reads numeric NaN as 0 (the query path guards it on the server instead). Watch the decimal
         columns for zeros; only if one appeared, ask the server whether any of them holds NaN and refuse if so."""
-        zero_seen: set[str] = set(decimals) if assume_zero else set()
+        zero_seen: set[str] = set()
         for batch in stream:
             for name in decimals:
                 if name not in zero_seen and pc.any(pc.equal(batch.column(name), 0)).as_py():
@@ -339,19 +428,29 @@ class PostgresSource(Source):
                              f'add [exports.columns] {nan_cols[0]} = "text" to export it exactly as text',
                              ExitClass.REFUSED)
 
-    def _stream(self, query: str, schema: pa.Schema, batch_rows: int, threads: int | None, ordered: bool,
-                checks: list[tuple[int, str]]) -> Iterator[pa.RecordBatch]:
-        con = duck.connect(threads=threads, preserve_insertion_order=ordered)
+    def _duck_cursor(self) -> tuple[duckdb.DuckDBPyConnection, str]:
+        """A cursor of the process's DuckDB instance with this source attached, and the alias it has there."""
+        try:
+            con, alias = duck.attached(self.conninfo(reading=True), "postgres")
+        except duckdb.Error as e:
+            raise classify(e, self._where, connecting=True) from None
+        return con, alias
+
+    def _stream(self, query: Callable[[str], str], schema: pa.Schema, batch_rows: int,
+                checks: list[tuple[int, str]], budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
+        con, src = self._duck_cursor()
+        return BatchStream(self._batches(con, query(src), schema, batch_rows, checks, budget), con.interrupt)
+
+    def _batches(self, con: duckdb.DuckDBPyConnection, query: str, schema: pa.Schema, batch_rows: int,
+                 checks: list[tuple[int, str]], budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
         try:
             try:
-                con.execute(f"ATTACH {duck.sql_string(self.conninfo())} AS src (TYPE postgres, READ_ONLY)")
-            except duckdb.Error as e:
-                raise classify(e, self._where, connecting=True) from None
-            try:
-                reader = con.execute(query).to_arrow_reader(batch_rows)
-                for batch in reader:
-                    for i, name in checks:
-                        _refuse_infinity(batch.column(i), name, self._where)
+                # a shrinkable budget: DuckDB's vectors, regrouped to the budget's rows as it stands per batch
+                reader = con.execute(query).to_arrow_reader(DUCKDB_PIECE_ROWS if budget else batch_rows)
+                for batch in (regroup(reader, budget) if budget else reader):
+                    bad = [(name, batch.column(i).type) for i, name in checks if _unrepresentable(batch.column(i))]
+                    if bad:
+                        raise _refusal(bad, self._where)
                     yield duck.conform(batch, schema)
             except RivetError:
                 raise
@@ -362,13 +461,27 @@ class PostgresSource(Source):
             con.close()
 
 
-def _refuse_infinity(arr: pa.Array, name: str, where: str) -> None:
+def _unrepresentable(arr: pa.Array) -> bool:
+    """Whether a date/time/timestamp column as DuckDB hands it over holds a value no Arrow value of its type holds."""
     if arr.null_count == len(arr):
-        return
-    storage = pa.int64() if pa.types.is_timestamp(arr.type) else pa.int32()
-    lo, hi = _INFINITY[storage]
-    mm = pc.min_max(arr.view(storage))
-    if mm["min"].as_py() == lo or mm["max"].as_py() == hi:
-        raise RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{where}: column {name} holds infinity, which no Arrow "
-                         "date/timestamp can hold", f'set [exports.columns] {name} = "text" to export its text form '
-                         '(or "skip")', ExitClass.REFUSED)
+        return False
+    if pa.types.is_time(arr.type):   # time64[us], as mapped
+        return pc.max(arr.view(pa.int64())).as_py() >= _DAY_US
+    if pa.types.is_date(arr.type):
+        mm = pc.min_max(arr.view(pa.int32()))
+        return mm["min"].as_py() <= -_DATE_INFINITY or mm["max"].as_py() >= _DATE_INFINITY
+    mm = pc.min_max(arr.view(pa.int64()))
+    return mm["min"].as_py() < _FIRST_PG_TIMESTAMP_US or mm["max"].as_py() >= _TIMESTAMP_INFINITY
+
+
+def _refusal(bad: list[tuple[str, pa.DataType]], where: str) -> RivetError:
+    def what(t: pa.DataType) -> str:
+        if pa.types.is_time(t):
+            return "24:00:00, past the last time of day an Arrow time holds"
+        if pa.types.is_date(t):
+            return "infinity, which no Arrow date holds"
+        return ("infinity or a timestamp after 294247-01-10 04:00:54.775806, the last an Arrow microsecond timestamp "
+                "holds")
+    return RivetError("RIVET_SOURCE_UNREPRESENTABLE", f"{where}: " + "; ".join(
+        f"column {name} holds {what(t)}" for name, t in bad), override_hint(*[name for name, _ in bad]),
+        ExitClass.REFUSED)

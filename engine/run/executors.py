@@ -8,7 +8,6 @@ and turns a lost worker into a transient RivetError so the runner's retries and 
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import queue
 import socket
@@ -18,31 +17,53 @@ import time
 import tomllib
 import uuid
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 from urllib.parse import urlsplit
 
+from engine import events as ev
+from engine.config import SourceConfig
 from engine.errors import ExitClass, RivetError, internal
+from engine.planner import ExportPlan, TaskSpec, run_started_at
+from engine.run.remote import (TASK_TOPIC, TaskEnvelope, credential_rule, error_from_fields, run_envelope,
+                               strip_password)
+from engine.run.task import TaskResult, execute_task
+from engine.urls import is_loopback
+
+if TYPE_CHECKING:
+    from engine.destinations import Destination
 
 CONNECT_TIMEOUT_S = 10
 RECONNECT_AFTER_S = 30
+
+
+class Executor(Protocol):
+    """Where a task's body runs. `started(worker)` is called once the task is placed; `stop` asks a running task to
+    end between batches (RIVET_RUN_STOPPED)."""
+    name: str
+
+    def run_task(self, task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
+                 emit: ev.Emit, started: Callable[[str], None] | None = None,
+                 stop: threading.Event | None = None) -> TaskResult: ...
+
+    def close(self) -> None: ...
 
 
 class LocalExecutor:
     """Run the task in the calling thread of this process."""
     name = "local"
 
-    def run_task(self, task, plan, source_cfg, dest, emit, threads: int | None,
-                 started: Callable[[str], None] | None = None):
-        from engine.runner import execute_task
+    def run_task(self, task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
+                 emit: ev.Emit, started: Callable[[str], None] | None = None,
+                 stop: threading.Event | None = None) -> TaskResult:
         if started is not None:
             started(threading.current_thread().name)
-        return execute_task(task, plan, source_cfg, dest, emit, threads)
+        return execute_task(task, plan, source_cfg, dest, emit, stop)
 
     def close(self) -> None:
         pass
 
 
-def make_executor(config, names: list[str] | None = None):
+def make_executor(config, names: list[str] | None = None) -> Executor:
     """The executor [executor] asks for. `names`: the exports this run selects (default all), checked up front."""
     kind = getattr(config.executor, "type", "local")
     if kind == "local":
@@ -58,7 +79,7 @@ def require_distributed() -> None:
         import distributed  # noqa: F401
     except ImportError:
         raise RivetError("RIVET_EXECUTOR_DASK_MISSING", 'executor type "dask" needs Dask, which is not installed',
-                         "pip install rivet[dask]") from None
+                         "pip install 'rivet-export[dask]'") from None
 
 
 def is_local_address(address: str) -> bool:
@@ -66,13 +87,7 @@ def is_local_address(address: str) -> bool:
     parts = urlsplit(address if "://" in address else "tcp://" + address)
     if parts.scheme == "inproc":
         return True
-    host = parts.hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(parts.hostname or "")
 
 
 class DaskExecutor:
@@ -81,7 +96,6 @@ class DaskExecutor:
 
     def __init__(self, config, names: list[str] | None = None):
         require_distributed()
-        from engine.remote import credential_rule
         self.address = config.executor.address
         if not self.address:
             raise RivetError("RIVET_EXECUTOR_NO_ADDRESS", 'executor type "dask" needs the scheduler address',
@@ -105,19 +119,19 @@ class DaskExecutor:
         self._local = LocalExecutor()
 
     # -- the seam ----------------------------------------------------------------------------------------------
-    def run_task(self, task, plan, source_cfg, dest, emit, threads: int | None,
-                 started: Callable[[str], None] | None = None):
+    def run_task(self, task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
+                 emit: ev.Emit, started: Callable[[str], None] | None = None,
+                 stop: threading.Event | None = None) -> TaskResult:
         if dest.kind == "stdout":   # one ordered byte stream: only this process can write it
-            return self._local.run_task(task, plan, source_cfg, dest, emit, threads, started)
+            return self._local.run_task(task, plan, source_cfg, dest, emit, started, stop)
         if dest.kind == "local":
             dest.spool_dir()        # the coordinator owns the shared spool dir, so its dest.close() removes it
         client = self.client()
-        envelope = self.envelope(task, plan, source_cfg)
+        envelope = self.envelope(task, plan, source_cfg, dest)
         key = f"rivet-{plan.export.name}-{plan.run_id}-{task.index}-{uuid.uuid4().hex[:8]}"
         notices: queue.Queue = queue.Queue()
         self._inflight[key] = notices
         try:
-            from engine.remote import run_envelope
             future = client.submit(run_envelope, envelope, pure=False, key=key, retries=0)
             future.add_done_callback(lambda _f: notices.put(("done", None)))
             return self._await(future, notices, task, emit, started)
@@ -125,12 +139,11 @@ class DaskExecutor:
             self._inflight.pop(key, None)
             self._where.pop(key, None)
 
-    def envelope(self, task, plan, source_cfg):
-        from engine.planner import run_started_at
-        from engine.remote import TaskEnvelope, strip_password
+    def envelope(self, task, plan, source_cfg, dest):
         return TaskEnvelope(task=task, plan=replace(plan, tasks=[]), source=strip_password(source_cfg),
                             credentials=self.rule, destination=plan.export.destination,
-                            export_name=plan.export.name, run_id=plan.run_id, started=run_started_at(plan.run_id))
+                            export_name=plan.export.name, run_id=plan.run_id, started=run_started_at(plan.run_id),
+                            retract_on_commit=dest.retract_on_commit)
 
     def _await(self, future, notices: queue.Queue, task, emit, started):
         where = None
@@ -159,7 +172,6 @@ class DaskExecutor:
             return self._outcome(future, task, emit)
 
     def _outcome(self, future, task, emit):
-        from engine.remote import error_from_fields
         if future.status != "finished":
             raise _future_error(future, task, self.address)
         out = future.result()
@@ -181,7 +193,6 @@ class DaskExecutor:
             if self._failed is not None and time.monotonic() - self._failed[0] < RECONNECT_AFTER_S:
                 e = self._failed[1]
                 raise RivetError(e.code, e.message, e.hint, e.exit_class)   # a fresh one per thread
-            from engine.remote import TASK_TOPIC
             try:
                 client = connect(self.address)
                 try:
@@ -253,7 +264,7 @@ def _future_error(future, task, address: str) -> RivetError:
     name = type(exc).__name__
     if isinstance(exc, (ModuleNotFoundError, ImportError)):
         return RivetError("RIVET_EXECUTOR_WORKER_IMPORT", f"a Dask worker cannot import rivet: {exc}",
-                          "install the same rivet version (pip install rivet[dask]) on every worker")
+                          "install the same rivet version (pip install 'rivet-export[dask]') on every worker")
     if name in ("KilledWorker", "CancelledError", "FutureCancelledError", "TimeoutError", "CommClosedError"):
         return RivetError("RIVET_EXECUTOR_WORKER_LOST", f"chunk {task.index} did not finish on the cluster at "
                           f"{address} ({name})", "the chunk is retried; check the workers' logs if this repeats",

@@ -16,15 +16,20 @@ import threading
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from engine import events as ev
+from engine import secrets, urls
 from engine.config import DestinationConfig, SourceConfig
+from engine.destinations import open_destination
 from engine.errors import ExitClass, RivetError, internal
+from engine.planner import ExportPlan, TaskSpec
+from engine.run.task import execute_task
+from engine.secrets import redact
+from engine.sources import open_source
 
 PASSWORD_VAR = "RIVET_SOURCE_PASSWORD"     # a worker's password when [source] names no variable for it
 TASK_TOPIC = "rivet-task"                  # workers announce {"key", "worker"} when an attempt starts
-_SECRET_QUERY_KEYS = {"password", "pwd", "sslpassword"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class CredentialRule:
 
 def credential_rule(source: SourceConfig, raw_source: dict) -> CredentialRule:
     """Decide the rule from the [source] table as written (names only, never values)."""
-    needed = bool(_password_of(source.url))
+    needed = bool(urls.password_of(source.url))
     for key, kind in (("password_env", "password"), ("url_env", "url")):
         name = raw_source.get(key)
         if isinstance(name, str) and name and "${" not in name:
@@ -49,23 +54,15 @@ def credential_rule(source: SourceConfig, raw_source: dict) -> CredentialRule:
 
 def strip_password(source: SourceConfig) -> SourceConfig:
     """The SourceConfig a worker receives: the URL without a password (userinfo or password= query keys)."""
-    parts = urlsplit(source.url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = userinfo.split(":", 1)[0] + "@" + host
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                       if k.lower() not in _SECRET_QUERY_KEYS])
-    return replace(source, url=urlunsplit(parts._replace(netloc=netloc, query=query)))
+    return replace(source, url=urls.without_password(source.url))
 
 
 def with_worker_password(source: SourceConfig, rule: CredentialRule) -> SourceConfig:
     """On the worker: put the password from this machine's environment back into the URL."""
     if not rule.needed:
         return source
-    from engine import secrets
     value = os.environ.get(rule.var) or ""
-    password = _password_of(value) if rule.kind == "url" else value
+    password = urls.password_of(value) if rule.kind == "url" else value
     if not password:
         what = "a URL with a password" if rule.kind == "url" else "the source password"
         raise RivetError("RIVET_EXECUTOR_WORKER_CREDENTIALS",
@@ -73,35 +70,20 @@ def with_worker_password(source: SourceConfig, rule: CredentialRule) -> SourceCo
                          f"set {rule.var} in every worker's environment; credentials are never shipped to workers")
     secrets.register(password)
     secrets.register(quote(password, safe=""))
-    parts = urlsplit(source.url)
-    userinfo, _, host = parts.netloc.rpartition("@")
-    netloc = f"{userinfo}:{quote(password, safe='')}@{host}"
-    return replace(source, url=urlunsplit(parts._replace(netloc=netloc)))
-
-
-def _password_of(url: str) -> str | None:
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            return unquote(parts.password)
-        for k, v in parse_qsl(parts.query):
-            if k.lower() in _SECRET_QUERY_KEYS and v:
-                return v
-    except ValueError:
-        pass
-    return None
+    return replace(source, url=urls.with_password(source.url, password))
 
 
 @dataclass(frozen=True)
 class TaskEnvelope:
-    task: object                            # planner.TaskSpec
-    plan: object                            # planner.ExportPlan with tasks=[] (each envelope carries one task)
+    task: TaskSpec
+    plan: ExportPlan                        # with tasks=[] (each envelope carries one task)
     source: SourceConfig                    # password removed
     credentials: CredentialRule
     destination: DestinationConfig          # names credential variables, holds no secret
     export_name: str
     run_id: str
     started: datetime                       # fills {date} exactly as on the coordinator
+    retract_on_commit: str | None = None    # the coordinator's Destination.retract_on_commit (its _SUCCESS)
 
 
 @dataclass
@@ -156,8 +138,6 @@ def _abandoned() -> bool:
 def run_envelope(envelope: TaskEnvelope) -> Outcome:
     """The function a Dask worker runs for one chunk attempt. Pure: reads the source window, commits parts to the
     destination, returns rows/parts/events. Never touches the state file (it never imports engine.state)."""
-    from engine.destinations import open_destination
-    from engine.runner import execute_task
 
     name = worker_name()
     out = Outcome(name)
@@ -173,7 +153,8 @@ def run_envelope(envelope: TaskEnvelope) -> Outcome:
     try:
         source = with_worker_password(envelope.source, envelope.credentials)
         dest = open_destination(envelope.destination, envelope.export_name, envelope.run_id, envelope.started)
-        tr = execute_task(envelope.task, envelope.plan, source, dest, collect, _task_threads())
+        dest.retract_on_commit = envelope.retract_on_commit
+        tr = execute_task(envelope.task, envelope.plan, source, dest, collect)
         tr.worker = name
         out.result = tr
     except RivetError as e:
@@ -189,24 +170,11 @@ def run_envelope(envelope: TaskEnvelope) -> Outcome:
     return out
 
 
-def _task_threads() -> int:
-    """DuckDB threads for one task: this machine's cores shared by the worker's task slots."""
-    try:
-        from distributed import get_worker
-        slots = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        slots = 1
-    return max(1, (os.cpu_count() or 2) // max(1, slots))
-
-
 def probe_worker(source: SourceConfig, rule: CredentialRule,
                  destinations: list[tuple[DestinationConfig, str]]) -> list[tuple[str, bool, str, str]]:
     """`rivet doctor` on one worker: the package imports (this runs), the source answers with this worker's own
     credentials, each destination takes a small object. Returns (check, ok, detail, hint) tuples."""
     from datetime import timezone
-    from engine.destinations import open_destination
-    from engine.secrets import redact
-    from engine.sources import open_source
 
     def failed(what: str, e: Exception) -> tuple[str, bool, str, str]:
         if isinstance(e, RivetError):

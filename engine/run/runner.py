@@ -1,0 +1,446 @@
+"""The coordinator: plan each export, run its tasks on an executor, record each part, certify the run.
+
+Per export, under the export's lock (engine/locks.py) and the source's guard (`Source.hold`: PostgreSQL holds
+ACCESS SHARE locks on what the export reads, so no table rewrite can hide rows from it):
+plan → tasks (engine/run/task.py, on the executor) → one file-log row per part as each task returns → certify
+(engine/run/commit.py: manifest → _SUCCESS → cursor/schema/chunk run → committed progression) → metrics →
+ExportFinished. Only this module and commit.py write state during a run; tasks are pure.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from contextlib import nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from engine import events as ev
+from engine import guardrails, layouts
+from engine.config import Config, ExportConfig
+from engine.destinations import Destination, open_destination
+from engine.errors import ExitClass, RivetError, internal
+from engine.faults import fault
+from engine.formats import csv_text
+from engine.locks import export_lock
+from engine.manifest import SUCCESS
+from engine.planner import ExportPlan, TaskSpec, plan_export, plan_windows, relation_of, run_started_at
+from engine.run.commit import RunCommit, certify, iso
+from engine.run.executors import Executor, make_executor
+from engine.run.task import STOPPED, TaskResult, stopped_error
+from engine.secrets import redact
+from engine.sources import Source, open_source
+from engine.state import StateStore
+
+JOURNALED = (ev.ExportStarted, ev.ChunkStarted, ev.ChunkFinished, ev.PartCommitted, ev.Retrying, ev.Warned,
+             ev.ExportFinished)
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class RunOptions:
+    names: list[str] = field(default_factory=list)
+    parallel_exports: int | None = None      # None: the config's [run] parallel_exports
+    resume: bool = False
+    force: bool = False
+    strict: bool = False
+    lock_wait_s: float = 60.0
+
+
+@dataclass
+class ExportResult:
+    name: str
+    status: str                      # succeeded | failed | skipped | refused | stopped
+    run_id: str | None = None
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    duration_ms: int = 0
+    retries: int = 0
+    error: RivetError | None = None
+    warnings: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)        # parts this run committed
+    superseded: list[str] = field(default_factory=list)   # parts it replaced (repair)
+
+    @property
+    def exit_class(self) -> ExitClass:
+        return self.error.exit_class if self.error else ExitClass.OK
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "run_id": self.run_id, "rows": self.rows,
+                "files": self.files, "bytes": self.bytes, "duration_ms": self.duration_ms, "retries": self.retries,
+                "error": self.error.to_dict() if self.error else None, "warnings": self.warnings,
+                "parts": self.parts, "superseded": self.superseded}
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A repair run (engine/repair.py): export again some windows (index, lo, hi) of chunk run `run_id` as new
+    parts. The parts they replace are marked superseded only once the new manifest and _SUCCESS are durable."""
+    run_id: str
+    chunk_column: str
+    windows: tuple[tuple[int, str, str], ...]
+    repair_id: str
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, RivetError) and exc.transient
+
+
+class Runner:
+    def __init__(self, config: Config, store: StateStore, emit: ev.Emit = ev.ignore,
+                 options: RunOptions | None = None, executor: Executor | None = None):
+        self.config, self.store, self.options = config, store, options or RunOptions()
+        self._emit_outer = emit
+        self.executor = executor or make_executor(config)
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop: exports not started yet never start, running ones stop between batches as "stopped" (resumable)."""
+        self.cancelled.set()
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def emit(self, event: ev.Event) -> None:
+        if isinstance(event, JOURNALED):   # the state's writer commits these with its next group, in one statement
+            payload = {k: v for k, v in event.to_dict().items() if k not in ("export", "run_id", "event")}
+            self.store.journal_async(event.export, event.run_id, event.kind, payload)
+        self._emit_outer(event)
+
+    # -- entry points ---------------------------------------------------------------------------------------
+    @property
+    def parallel_exports(self) -> int:
+        """`--parallel-exports` when given, else the config's `[run] parallel_exports` (default 4)."""
+        return max(1, self.options.parallel_exports or self.config.run.parallel_exports)
+
+    def run(self) -> list[ExportResult]:
+        exports = self.config.select(self.options.names)
+        n = self.parallel_exports
+        if n == 1 or len(exports) == 1:
+            return [self.run_export(e) for e in exports]
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="rivet-export") as pool:
+            futures = [pool.submit(self.run_export, e) for e in exports]
+            return [f.result() for f in futures]
+
+    def run_plans(self, plans: list[ExportPlan]) -> list[ExportResult]:
+        """Run prepared plans (from `rivet apply`): exactly their SQL, no re-planning."""
+        return [self.run_export(p.export, p) for p in plans]
+
+    def run_export(self, exp: ExportConfig, plan: ExportPlan | None = None, repair: Repair | None = None,
+                   locked: bool = False) -> ExportResult:
+        """Run one export. `locked`: the caller already holds the export's lock (repair holds it from its
+        reconcile on)."""
+        if self.cancelled.is_set():   # stopped before it started: nothing to record
+            error = stopped_error()
+            result = ExportResult(exp.name, "stopped", error=error)
+            self.emit(ev.ExportFinished(exp.name, "-", "stopped", error=error.to_dict()))
+            return result
+        t0 = time.monotonic()
+        started = utcnow()
+        result = ExportResult(exp.name, "failed")
+        run_id = plan.run_id if plan else None
+        try:
+            lock = nullcontext() if locked else export_lock(self.config.state_path, exp.name, self.options.lock_wait_s)
+            with lock:
+                self.emit(ev.PhaseChanged(exp.name, run_id or "-", "connecting"))
+                with open_source(self.config.source, exp.tuning) as src, src.hold(relation_of(exp)):
+                    if plan is None:
+                        self.emit(ev.PhaseChanged(exp.name, "-", "planning"))
+                        plan = self._plan(exp, src, repair)
+                    run_id = result.run_id = plan.run_id
+                    self._run_plan(plan, src, started, result, repair)
+                if plan.plan_id and result.status in ("succeeded", "skipped"):   # re-applying is then a no-op
+                    self.store.journal(exp.name, plan.run_id, "PlanApplied", {"plan_id": plan.plan_id})
+        except RivetError as e:
+            result.error = e
+            result.status = ("stopped" if e.code == STOPPED else
+                             "refused" if e.exit_class == ExitClass.REFUSED else "failed")
+        except Exception as e:  # a bug: report it as one line, keep the traceback for RIVET_DEBUG
+            if os.environ.get("RIVET_DEBUG"):
+                traceback.print_exc()
+            result.error = internal(e)
+        result.duration_ms = int((time.monotonic() - t0) * 1000)
+        if result.error and result.error.exit_class != ExitClass.OK:
+            result.error.message = redact(result.error.message)
+        try:
+            with self.store.batch():   # one state transaction: the writer is shared by every export in flight
+                failure = result.error
+                self.store.record_metrics(
+                    export_name=exp.name, run_id=run_id or "-", mode=exp.mode, status=result.status,
+                    started_at=iso(started), finished_at=iso(utcnow()), duration_ms=result.duration_ms, rows=result.rows,
+                    files=result.files, bytes=result.bytes, retries=result.retries,
+                    error_code=failure.code if failure else None,
+                    error_message=failure.message if failure else None)
+                self.store.set_last_run(exp.name, run_id or "-", result.status)
+        except RivetError as e:
+            result.error = result.error or e
+        # -- guardrails hook: [notifications] (engine/guardrails.py); a failed delivery is a warning, never a failure
+        schema_changed = plan is not None and bool(plan.schema_changes) and repair is None
+        facts = result.to_dict()
+        n = self.config.notifications
+        if n is not None and "degraded" in n.on and result.status == "succeeded":
+            recent = [m["duration_ms"] for m in self.store.metrics(exp.name, guardrails.SLOW_HISTORY + 1)
+                      if m["status"] == "succeeded" and m["run_id"] != run_id and m["duration_ms"] is not None]
+            recent = recent[:guardrails.SLOW_HISTORY]
+            facts["slow"] = guardrails.slow_reason(result.duration_ms, recent)
+        undelivered = guardrails.notify(n, facts, schema_changed, os.environ)
+        if undelivered:
+            result.warnings.append(undelivered)
+            self.emit(ev.Warned(exp.name, run_id or "-", undelivered))
+        self.emit(ev.ExportFinished(exp.name, run_id or "-", result.status, result.rows, result.files, result.bytes,
+                                    result.duration_ms, result.retries,
+                                    result.error.to_dict() if result.error else None))
+        return result
+
+    def _plan(self, exp: ExportConfig, src: Source, repair: Repair | None) -> ExportPlan:
+        o = self.options
+        if repair is not None:
+            latest = self.store.latest_chunk_run(exp.name)
+            if latest is None or latest["run_id"] != repair.run_id:
+                raise RivetError("RIVET_REPAIR_STALE_REPORT", f"export {exp.name!r}: chunk run {repair.run_id} is no "
+                                 f"longer the latest ({latest['run_id'] if latest else 'none'})",
+                                 f"reconcile again: `rivet reconcile -e {exp.name}`", ExitClass.REFUSED)
+            return plan_windows(exp, src, self.store, repair.run_id, repair.chunk_column, list(repair.windows))
+        plan = plan_export(exp, src, self.store, strict=o.strict, resume=o.resume, force=o.force)
+        lost = self._reopen_lost_chunks(plan) if plan.resumed else None
+        if lost:   # plan again: the reopened chunks are to do
+            plan = plan_export(exp, src, self.store, strict=o.strict, resume=o.resume, force=o.force)
+            plan.warnings.append(lost)
+        return plan
+
+    def _reopen_lost_chunks(self, plan: ExportPlan) -> str | None:
+        """Resuming a chunk run: a completed chunk whose parts are no longer in the destination (deleted, bucket
+        recreated) is exported again; skipping it would put _SUCCESS over a prefix with a gap. Returns a warning."""
+        exp = plan.export
+        if exp.destination.type == "stdout":
+            return None
+        present = dict(open_destination(exp.destination, exp.name, plan.run_id, run_started_at(plan.run_id)).list())
+        lost: dict[int, list[str]] = {}
+        for f in self.store.files(exp.name, run_id=plan.run_id, status="committed"):
+            if f["chunk_index"] is not None and present.get(f["path"]) != f["size_bytes"]:
+                lost.setdefault(f["chunk_index"], []).append(f["path"])
+        if not lost:
+            return None
+        self.store.supersede_files(exp.name, [p for paths in lost.values() for p in paths])
+        for idx in lost:
+            self.store.reopen_task(plan.run_id, idx)
+        return (f"{sum(map(len, lost.values()))} part(s) of completed chunks {sorted(lost)} are missing from the "
+                "destination; those chunks are exported again")
+
+    # -- one export -----------------------------------------------------------------------------------------
+    def _warn(self, plan: ExportPlan, result: ExportResult, message: str) -> None:
+        result.warnings.append(message)
+        self.emit(ev.Warned(plan.export.name, plan.run_id, message))
+
+    def _run_plan(self, plan: ExportPlan, src: Source, started: datetime, result: ExportResult,
+                  repair: Repair | None) -> None:
+        exp, store = plan.export, self.store
+        for w in plan.warnings:
+            self._warn(plan, result, w)
+        if plan.schema_changes and repair is None:
+            msg = f"schema changed since the last run: {'; '.join(plan.schema_changes)}"
+            if exp.on_schema_drift == "fail":
+                raise RivetError("RIVET_SCHEMA_DRIFT", f"export {exp.name!r}: {msg}",
+                                 "set on_schema_drift = \"warn\" to accept it, or fix the source", ExitClass.DRIFT)
+            if exp.on_schema_drift == "warn":
+                self._warn(plan, result, msg)
+
+        # -- guardrails hook: every gated or hashed column exists, before any row is read (engine/guardrails.py)
+        guardrails.precheck(exp, plan.write_schema.names, exp.destination.type)
+        dest = open_destination(exp.destination, exp.name, plan.run_id, run_started_at(plan.run_id))
+        to_stdout = dest.kind == "stdout"
+        checkpointed = exp.mode == "chunked" and exp.chunk_checkpoint and repair is None
+        if checkpointed:
+            existing = store.latest_chunk_run(exp.name)
+            if plan.resumed or (existing and existing["run_id"] == plan.run_id):
+                store.reset_running(plan.run_id)     # tasks of a killed process go back to pending
+                done = {t["chunk_index"] for t in store.chunk_tasks(plan.run_id, status="completed")}
+                plan.tasks = [t for t in plan.tasks if t.index not in done]
+            else:
+                chunks = [(t.index, t.lo, t.hi) for t in plan.tasks if t.index is not None]
+                assert len(chunks) == len(plan.tasks)   # the planner numbers every task of a chunked plan
+                store.create_chunk_run(exp.name, plan.run_id, plan.plan_hash, plan.chunk_column, chunks)
+        self.emit(ev.ExportStarted(exp.name, plan.run_id, exp.mode, plan.chunks_total or None, plan.chunks_done,
+                                   plan.rows_estimate))
+        try:
+            if not to_stdout:
+                dest.sweep_spool(exp.name)   # spool files of a killed earlier run (we hold the export's lock)
+                if dest.head(SUCCESS) is not None:
+                    dest.retract_on_commit = SUCCESS   # the prefix is in flux from this run's first part on
+                    if exp.mode != "incremental" and repair is None and not plan.resumed:
+                        self._warn(plan, result, prefix_holds_run(dest))
+            self._run_tasks(plan, src, dest, started, result, repair)
+        finally:
+            dest.close()
+
+    def _run_tasks(self, plan: ExportPlan, src: Source, dest: Destination, started: datetime, result: ExportResult,
+                   repair: Repair | None) -> None:
+        exp, store = plan.export, self.store
+        checkpointed = exp.mode == "chunked" and exp.chunk_checkpoint and repair is None
+        failures: list[RivetError] = []
+        cursor_max = None
+        max_bytes: dict[str, int] = {}   # shape drift (engine/layouts.py)
+        if repair is not None:   # what the windows hold now, before this run adds parts to them
+            redo = {w[0] for w in repair.windows}
+            result.superseded = [f["path"] for f in store.files(exp.name, run_id=plan.run_id, status="committed")
+                                 if f["chunk_index"] in redo]
+        parallel = max(1, exp.parallel) if exp.mode == "chunked" else 1
+        # each `rivet run` gives a failed chunk a fresh budget of chunk_max_attempts tries beyond those spent
+        spent: dict[int | None, int] = (   # looked up by task index: None for the one task of other modes
+            {t["chunk_index"]: t["attempts"] or 0 for t in store.chunk_tasks(plan.run_id)} if checkpointed else {})
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
+            futures: list[Future] = [pool.submit(self._attempt_task, t, plan, dest, checkpointed,
+                                                 spent.get(t.index, 0)) for t in plan.tasks]
+            for fut in as_completed(futures):
+                try:
+                    tr: TaskResult = fut.result()
+                except RivetError as e:
+                    failures.append(e)
+                    if exp.mode != "chunked":
+                        raise
+                    continue
+                with store.batch():   # one state transaction per finished task
+                    for part in tr.parts:   # file-log row only after the part is durable in the destination
+                        store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes,
+                                       part.content_hash, tr.index, exp.format, exp.compression)
+                    if tr.index is not None and checkpointed:
+                        store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
+                fault("after_file_log")
+                result.parts += [p.name for p in tr.parts]
+                result.rows += tr.rows
+                result.retries += tr.retries
+                if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
+                    cursor_max = tr.cursor_max
+                layouts.merge_max(max_bytes, tr.max_bytes)
+        if any(e.code == STOPPED for e in failures) or self.cancelled.is_set():
+            if checkpointed:
+                store.reset_running(plan.run_id)   # stopped chunks are to do again, their attempt not counted
+            raise stopped_error()
+
+        files = store.files(exp.name, run_id=plan.run_id)
+        live = [f for f in files if f.get("status", "committed") == "committed"]
+        if repair is None:
+            result.files = len(live)
+            result.bytes = sum(f["size_bytes"] for f in live)
+            if plan.resumed:
+                result.rows = sum(f["rows"] for f in live)
+        if not failures and result.rows == 0 and exp.skip_empty and not live:
+            result.status = "skipped"   # nothing was committed: the prefix is exactly as it was
+            return
+        if not failures:
+            src.verify_hold()
+            # -- layouts hook: shape drift against the maximum stored beside the schema (engine/layouts.py)
+            stored = plan.stored_schema if plan.stored_schema is not None else store.get_schema(exp.name)
+            for message in layouts.shape_drift(stored or None, max_bytes, exp.shape_drift_warn_factor):
+                self._warn(plan, result, message)
+        commit = RunCommit(plan, dest, run_started_at(plan.run_id) if repair else started, utcnow(),
+                           failed=bool(failures), cursor_max=cursor_max,
+                           advance_cursor=dest.kind != "stdout" or self.options.force, files=files,
+                           max_bytes=max_bytes)
+        if repair is not None:
+            commit.superseded = result.superseded
+            commit.manifest_id = repair.repair_id
+            commit.chunk_run_note = {"repair_id": repair.repair_id}
+        # -- guardrails hook (engine/guardrails.py): meta columns recorded in the manifest; quality gates measured
+        # over the run's parts before the manifest; a failed gate certifies the run as failed (no _SUCCESS, no cursor)
+        gate_error = None
+        if exp.meta_columns is not None and exp.meta_columns.enabled:
+            commit.manifest_extra["meta_columns"] = guardrails.meta_manifest(
+                exp.meta_columns, run_started_at(plan.run_id),
+                guardrails.hash_columns(exp.meta_columns, plan.write_schema.names))
+        if exp.quality is not None and not failures and repair is None:
+            report = guardrails.evaluate_quality(exp.quality, exp.format, live, dest)
+            commit.manifest_extra["quality"] = report.to_manifest()
+            gate_error = guardrails.quality_error(exp.name, report)
+            commit.failed = gate_error is not None
+        if exp.column_checksums and not commit.failed:   # the parts the manifest will name as committed
+            named = [f for f in live if f["path"] not in set(commit.superseded)]
+            per_part, run_sums = guardrails.part_checksums(named, dest, csv_text)
+            commit.part_extra = {path: {"column_checksums": sums} for path, sums in per_part.items()}
+            commit.manifest_extra["column_checksums"] = guardrails.checksums_manifest(run_sums)
+        for w in certify(store, self.config.source.type, commit, self.emit):
+            self._warn(plan, result, w)
+        if gate_error is not None:
+            if checkpointed:   # the next run starts a new chunk run instead of resuming the rejected one
+                store.abandon_chunk_run(plan.run_id)
+            raise gate_error
+        if failures:
+            first = failures[0]
+            raise RivetError(first.code, f"export {exp.name!r}: {len(failures)} of {len(plan.tasks)} chunks failed; "
+                             f"first: {first.message}", first.hint or "rerun `rivet run` to retry the failed chunks",
+                             first.exit_class, first.transient)
+        if dest.kind == "stdout" and not self.options.force and exp.mode == "incremental" and cursor_max is not None:
+            result.warnings.append("stdout destination: the cursor was not advanced (add --force to advance it)")
+        result.status = "succeeded"
+
+    def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest: Destination, checkpointed: bool,
+                      spent: int = 0) -> TaskResult:
+        """Retry transient failures with exponential backoff. Chunk tries are recorded in state and capped by
+        chunk_max_attempts (so a crash does not reset the count); other tasks get max_retries retries."""
+        exp = plan.export
+        chunk = task.index if checkpointed else None   # state counts the tries of a checkpointed chunk only
+        limit = exp.chunk_max_attempts if chunk is not None else exp.tuning.max_retries + 1
+        retries = 0
+
+        def before_sleep(state: RetryCallState) -> None:
+            nonlocal retries
+            retries += 1
+            err = state.outcome.exception() if state.outcome else None
+            self.emit(ev.Retrying(exp.name, plan.run_id, state.attempt_number, str(err),
+                                  state.next_action.sleep if state.next_action else 0, task.index))
+
+        def once() -> TaskResult:
+            if self.cancelled.is_set():
+                raise stopped_error()
+            attempt = 1
+            if chunk is not None:
+                attempt = self.store.start_task(plan.run_id, chunk, max_attempts=spent + limit)
+
+            def started(worker: str) -> None:   # called by the executor once the task is placed
+                if task.index is not None:
+                    self.emit(ev.ChunkStarted(exp.name, plan.run_id, task.index, task.lo, task.hi, attempt, worker))
+            try:
+                tr = self.executor.run_task(task, plan, self.config.source, dest, self.emit, started, self.cancelled)
+            except Exception as e:
+                err = e if isinstance(e, RivetError) else internal(e)
+                if err.code == STOPPED:
+                    raise err from e     # left running: reset to pending when the run stops
+                if chunk is not None:
+                    self.store.fail_task(plan.run_id, chunk, redact(err.message))
+                if task.index is not None:
+                    self.emit(ev.ChunkFinished(exp.name, plan.run_id, task.index, 0, "failed", redact(err.message)))
+                raise err from e
+            if task.index is not None:
+                self.emit(ev.ChunkFinished(exp.name, plan.run_id, task.index, tr.rows, "completed", worker=tr.worker))
+            return tr
+
+        backoff = exp.tuning.retry_backoff_ms / 1000
+        retrying = Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(limit),
+                            wait=wait_exponential(multiplier=backoff, min=backoff, max=60), before_sleep=before_sleep,
+                            reraise=True)
+        tr = retrying(once)
+        tr.retries = retries
+        return tr
+
+
+def prefix_holds_run(dest: Destination) -> str:
+    return (f"{dest.uri} already holds a completed run: this run adds its parts beside the earlier ones, and a "
+            "reader that globs the prefix reads both. Put {run_id} or {date} in the destination path/prefix, or "
+            "read through manifest.json (it names exactly the parts of the latest run)")
+
+
+def run_exports(config: Config, store: StateStore, emit: ev.Emit = ev.ignore,
+                options: RunOptions | None = None) -> list[ExportResult]:
+    return Runner(config, store, emit, options).run()
+
+
+def worst_exit(results: list[ExportResult]) -> ExitClass:
+    return max((r.exit_class for r in results), default=ExitClass.OK)
+
+
+__all__ = ["Runner", "RunOptions", "ExportResult", "Repair", "run_exports", "worst_exit", "STOPPED"]

@@ -1,0 +1,211 @@
+"""A task's body: read one SQL window from the source, write part files, commit each part to the destination.
+
+Tasks are pure: a TaskSpec and an ExportPlan in, a TaskResult out; they never touch state, so they can run on this
+process's threads or on a cluster worker (engine/run/remote.py) behind the same call. The coordinator
+(engine/run/runner.py) writes the file log and everything after it (engine/run/commit.py).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from engine import events as ev
+from engine import guardrails, layouts
+from engine.config import SourceConfig
+from engine.destinations import Destination
+from engine.errors import ExitClass, RivetError
+from engine.faults import fault
+from engine.formats import PartFile, PartWriter, csv_text, part_basename
+from engine.planner import CURSOR_FIELD, ExportPlan, TaskSpec, run_started_at
+from engine.sources import open_source
+
+T = TypeVar("T")
+STOPPED = "RIVET_RUN_STOPPED"
+READ_AHEAD = 2            # batches read ahead of the writer: reading and writing overlap, memory stays bounded
+POLL_S = 0.1              # how often a blocked hand-over looks at the other side
+JOIN_S = 10.0             # how long the writer waits for a stopped reader to let go of its connection
+
+
+@dataclass
+class TaskResult:
+    index: int | None
+    parts: list[PartFile]
+    rows: int
+    cursor_max: Any = None
+    retries: int = 0
+    worker: str = "local"
+    max_bytes: dict = field(default_factory=dict)   # text/binary column → largest value in bytes (shape drift)
+
+
+def stopped_error() -> RivetError:
+    return RivetError(STOPPED, "stopped by the user", "run it again: a chunked export resumes where it stopped",
+                      ExitClass.TRANSIENT)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def prefetch(batches: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
+    """Pull items on a helper thread so reading the source overlaps writing the part (both release the GIL).
+
+    No hand-over ever waits without watching the other side: the reader puts with a timeout and stops when the
+    writer has gone (a full disk, an error, a cancel), the writer gets with a timeout and notices a reader that
+    died without a word. When the writer stops first, the reader is interrupted if the source supports it
+    (`interrupt()`), and the writer waits at most JOIN_S for it."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for b in batches:
+                if not put(b):
+                    return
+            put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put(e)
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=pump, name="rivet-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=POLL_S)
+            except queue.Empty:
+                if not reader.is_alive() and q.empty():
+                    raise RivetError("RIVET_SOURCE_READER_LOST", "the source reader stopped without a result",
+                                     "this is a bug in rivet; rerun with RIVET_DEBUG=1", ExitClass.INTERNAL)
+                continue
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        interrupt = getattr(batches, "interrupt", None)
+        if interrupt is not None and reader.is_alive():
+            try:
+                interrupt()
+            except Exception:  # noqa: BLE001 - the reader closed its connection meanwhile: nothing left to stop
+                pass
+        reader.join(JOIN_S)
+
+
+def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
+                 emit: ev.Emit, stop: threading.Event | None = None) -> TaskResult:
+    """The pure task: read one SQL window from the source, write part files, commit each to the destination.
+    Touches no state. On failure (or when `stop` is set: RIVET_RUN_STOPPED between batches), parts this attempt
+    committed are removed again (no manifest references them)."""
+    exp = plan.export
+    committed: list[PartFile] = []
+
+    def commit(part: PartFile) -> None:
+        if dest.kind != "local":
+            emit(ev.PhaseChanged(exp.name, plan.run_id, "uploading"))
+        dest.commit_file(part.local_path, part.name)
+        committed.append(part)
+        fault("after_part_upload")
+        emit(ev.PartCommitted(exp.name, plan.run_id, part.name, part.rows, part.size_bytes, task.index))
+
+    max_size = None if dest.kind == "stdout" else exp.max_file_size   # one stream: never rotate on a pipe
+    # -- guardrails hook: meta columns appended to every batch (engine/guardrails.py)
+    meta = exp.meta_columns if exp.meta_columns is not None and exp.meta_columns.enabled else None
+    exported_at = run_started_at(plan.run_id)
+    hashed = guardrails.hash_columns(meta, plan.write_schema.names) if meta else []
+    parquet = exp.parquet
+    out_schema = guardrails.output_schema(plan.write_schema, meta)
+
+    def part_writer(subdir: str = "") -> PartWriter:   # a partition's writer gets a fresh name (nonce) each time
+        return PartWriter(exp.format, exp.compression, out_schema, dest.spool_dir(),
+                          part_basename(exp.name, utcnow(), task.index), max_size, commit,
+                          compression_level=exp.compression_level,
+                          row_group_rows=parquet.row_group_rows if parquet else None,
+                          row_group_bytes=parquet.target_row_group_mb * 1024 * 1024
+                          if parquet and parquet.target_row_group_mb else None, subdir=subdir)
+    # -- layouts hook: Hive partitions, one writer per open partition (engine/layouts.py)
+    layouts.check_partition_column(exp, plan.write_schema)
+    writer: PartWriter | layouts.PartitionedWriter = \
+        layouts.PartitionedWriter(exp, part_writer) if exp.partition_by else part_writer()
+    rows, cursor_max = 0, None
+    drop = plan.cursor_column == CURSOR_FIELD
+    throttle = exp.tuning.throttle_ms / 1000
+    # -- layouts hook: value ceiling (guard columns) and batch memory ceiling (engine/layouts.py)
+    guards = layouts.guard_columns(plan.read_schema)
+    memory_limit = exp.max_batch_memory_mb * 1024 * 1024 if exp.max_batch_memory_mb else None
+    budget = layouts.BatchBudget(plan.batch_rows) if memory_limit and exp.on_batch_memory_exceeded == "auto_shrink" \
+        else None
+    warned_memory = False
+    max_bytes: dict[str, int] = {}
+    try:
+        with open_source(source_cfg, exp.tuning) as src:
+            emit(ev.PhaseChanged(exp.name, plan.run_id, "reading"))
+            writing = False
+            for batch in prefetch(src.read(task.sql, plan.read_schema, plan.batch_rows, task.scan_table,
+                                           budget=budget)):
+                if stop is not None and stop.is_set():
+                    raise stopped_error()
+                if guards:
+                    batch = layouts.check_values(batch, guards, exp.name, exp.max_value_mb or 0)
+                if memory_limit and batch.nbytes > memory_limit:
+                    if exp.on_batch_memory_exceeded == "fail":
+                        raise layouts.batch_too_large(exp, batch.num_rows, batch.nbytes)
+                    # auto_shrink: halve once per batch read under the current budget (batches read ahead under
+                    # the larger one do not halve it again); a batch of one row cannot shrink: warn
+                    shrunk = budget is not None and 1 < batch.num_rows <= budget.rows and budget.halve()
+                    if shrunk or not warned_memory:
+                        emit(ev.Warned(exp.name, plan.run_id, layouts.batch_memory_message(
+                            exp, batch.num_rows, batch.nbytes, budget.rows if shrunk and budget else None)))
+                        warned_memory = True
+                if plan.cursor_column:
+                    cursor_max = _max(batch.column(plan.cursor_column), cursor_max)
+                if drop:
+                    batch = batch.drop_columns([CURSOR_FIELD])
+                if exp.shape_drift_warn_factor:
+                    layouts.measure_bytes(batch, max_bytes)
+                if meta is not None:
+                    batch = guardrails.add_meta_columns(batch, meta, exported_at, hashed, csv_text)
+                if not writing:
+                    emit(ev.PhaseChanged(exp.name, plan.run_id, "writing"))
+                    writing = True
+                added = writer.write(batch)
+                rows += batch.num_rows
+                emit(ev.BatchWritten(exp.name, plan.run_id, batch.num_rows, added, task.index))
+                if throttle:
+                    time.sleep(throttle)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        for part in committed:
+            try:
+                dest.delete(part.name)
+            except Exception:  # noqa: BLE001 - best effort: an uncommitted part is a foreign file, never a gap
+                pass
+        raise
+    return TaskResult(task.index, writer.parts, rows, cursor_max, worker=threading.current_thread().name,
+                      max_bytes=max_bytes)
+
+
+def _max(column: Any, current: Any) -> Any:
+    import pyarrow.compute as pc
+    m = pc.max(column).as_py()
+    return m if m is not None and (current is None or m > current) else current
