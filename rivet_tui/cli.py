@@ -2,6 +2,10 @@
 
 Global options (-c/--config, --state, --json-errors, --lock-wait) work before and after the subcommand.
 Human output goes to stderr; stdout carries only data (--json).
+
+Imports are lazy: a command imports what it uses, inside its function, so `rivet --version` and `rivet --help` load
+click and nothing heavy (no rich, pyarrow, duckdb, psycopg, textual or pydantic; docs/performance.md). Keep it so:
+a module-level import here is paid by every `rivet` process.
 """
 from __future__ import annotations
 
@@ -13,15 +17,28 @@ import time
 import traceback
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from engine.errors import ExitClass, RivetError, internal
 
-# Off a terminal (logs, cron, CI) lines must not wrap at 80 columns: one check, one error, one line.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True,
-                      width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
+
+@functools.cache
+def stderr_console():
+    """rich's stderr Console, made on first use (importing rich.console costs ~30 ms that --version need not pay)."""
+    from rich.console import Console
+    # Off a terminal (logs, cron, CI) lines must not wrap at 80 columns: one check, one error, one line.
+    return Console(stderr=True, highlight=False, soft_wrap=True,
+                   width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 160)
+
+
+class _LazyConsole:
+    """`err_console.print(...)` without making the Console at import. Code that takes a Console object (progress,
+    summaries) gets the real one from stderr_console(): a proxy forwards attribute reads, not writes or dunders."""
+
+    def __getattr__(self, name):
+        return getattr(stderr_console(), name)
+
+
+err_console = _LazyConsole()
 GLOBALS = ("config_path", "state_path", "json_errors", "lock_wait")
 
 
@@ -89,7 +106,7 @@ def parse_params(params) -> dict:
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @global_options
-@click.version_option(package_name="rivet")
+@click.version_option(package_name="rivet-export")
 @click.pass_context
 def cli(ctx, config_path, state_path, json_errors, lock_wait):
     """Export database tables to Parquet/CSV and prove nothing was lost."""
@@ -99,14 +116,15 @@ def cli(ctx, config_path, state_path, json_errors, lock_wait):
         ctx.invoke(tui_cmd)
 
 
-def _open_tui(ctx, run_names=None, run_all=False, params=(), options=None, config=None):
+def _open_tui(ctx, run_names=None, run_all=False, params=(), options=None, config=None, summary_output=None):
     try:
         from rivet_tui.app import run_app
     except ImportError:
         raise RivetError("RIVET_TUI_UNAVAILABLE", "the terminal UI is not available in this build",
                          "use `rivet run --no-tui`")
     config = config or load(ctx, params)
-    return run_app(config, open_store(ctx, config), run_names=run_names, run_all=run_all, options=options)
+    return run_app(config, open_store(ctx, config), run_names=run_names, run_all=run_all, options=options,
+                   summary_output=summary_output)
 
 
 @command(cli, "tui")
@@ -115,11 +133,26 @@ def tui_cmd(ctx):
     return _open_tui(ctx)
 
 
+@command(cli, "serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (loopback unless "
+              "--allow-remote)")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--allow-remote", is_flag=True, help="allow a non-loopback --host (needs a token)")
+@click.option("--token", default=None, envvar="RIVET_SERVE_TOKEN", metavar="TOKEN",
+              help="access token the page needs (?token=...; env RIVET_SERVE_TOKEN)")
+def serve_cmd(ctx, host, port, allow_remote, token):
+    """Serve the terminal UI in a browser (textual-serve)."""
+    from rivet_tui.serve import check_bind, serve
+    check_bind(host, allow_remote, token)
+    serve(opts(ctx).get("config_path"), opts(ctx).get("state_path"), host, port, token or None)
+
+
 @command(cli, "run")
 @click.option("-e", "--export", "names", multiple=True, help="export to run (repeatable; default all)")
 @click.option("--no-tui", is_flag=True, help="headless: progress on stderr, summary after")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON summary object to stdout")
-@click.option("--parallel-exports", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--parallel-exports", type=click.IntRange(1, 64), default=None,
+              help="exports run at once (default: [run] parallel_exports of the config, else 4)")
 @click.option("--resume", is_flag=True, help="only resume an interrupted chunk run (exit 1 if there is none)")
 @click.option("--force", is_flag=True, help="bypass refusals that --force may bypass")
 @click.option("--strict", is_flag=True, help="refuse any column that is not delivered exactly")
@@ -129,16 +162,21 @@ def tui_cmd(ctx):
 @click.option("--executor", "executor_type", type=click.Choice(["local", "dask"]), default=None,
               help="where chunk tasks run (overrides [executor] type)")
 @click.option("--scheduler", default=None, metavar="ADDR", help="Dask scheduler, e.g. tcp://host:8786 (implies dask)")
+@click.option("--summary-output", "summary_output", default=None, metavar="FILE",
+              help="also write the run report's summary.json here (always in .rivet/runs/<session>/)")
 def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict, do_validate, do_reconcile, params,
-            executor_type, scheduler):
+            executor_type, scheduler, summary_output):
     """Run exports."""
-    from engine.runner import RunOptions, Runner, worst_exit
+    from datetime import datetime, timezone
+
+    from engine.run.runner import RunOptions, Runner, worst_exit
+    started = datetime.now(timezone.utc)
     config = load(ctx, params)
     if executor_type or scheduler:
         from dataclasses import replace
         from engine.config import ExecutorConfig
         kind = executor_type or "dask"
-        config = replace(config, executor=ExecutorConfig(kind, scheduler or config.executor.address))
+        config = replace(config, executor=ExecutorConfig(type=kind, address=scheduler or config.executor.address))
     selected = config.select(list(names))
     if any(e.destination.type == "stdout" for e in selected) and (len(selected) > 1 or as_json):
         raise RivetError("RIVET_CLI_STDOUT_ONE_EXPORT", "an export with destination type \"stdout\" must run alone "
@@ -148,15 +186,21 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
                          strict=strict, lock_wait_s=opts(ctx).get("lock_wait") or 60.0)
     on_terminal = sys.stdin.isatty() and sys.stderr.isatty() and not os.environ.get("CI")
     if on_terminal and not no_tui and not as_json and not any(e.destination.type == "stdout" for e in selected):
-        return _open_tui(ctx, run_names=list(names), run_all=not names, options=options, config=config)
+        return _open_tui(ctx, run_names=list(names), run_all=not names, options=options, config=config,
+                         summary_output=summary_output)
     store = open_store(ctx, config)
-    from engine.executors import make_executor
+    from engine.run.executors import make_executor
     executor = make_executor(config, list(names))   # checked before any export starts (e.g. a local destination)
-    from rivet_tui.headless import HeadlessProgress, print_json, print_summary
+    from rivet_tui.headless import HeadlessProgress, print_json, print_summary, save_run_report
+    json_errors = bool(opts(ctx).get("json_errors"))
+    progress = HeadlessProgress(stderr_console(), json_errors=json_errors)
+    runner = Runner(config, store, progress, options, executor)
+    progress.start_line = (f"rivet run — {len(selected)} export(s), {min(runner.parallel_exports, len(selected))} "
+                           f"at once; a status line every {progress.heartbeat_s:g}s")
     t0 = time.monotonic()
-    with HeadlessProgress(err_console) as progress:
-        results = Runner(config, store, progress, options, executor).run()
-    print_summary(err_console, results, time.monotonic() - t0, json_errors=bool(opts(ctx).get("json_errors")))
+    with progress:
+        results = runner.run()
+    print_summary(stderr_console(), results, time.monotonic() - t0, json_errors=json_errors)
     code = worst_exit(results)
     extra = {}
     if (do_validate or do_reconcile) and code == ExitClass.OK:
@@ -169,6 +213,9 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
             recs = reconcile_many(config, store, [r.name for r in results if r.status == "succeeded"])
             extra["reconcile"] = [r.to_dict() for r in recs]
             code = max(code, render_reconcile(recs))
+    report = save_run_report(stderr_console(), config.state_path, results, started, code, summary_output)
+    if report is not None:
+        extra["report"] = str(report)
     if as_json:
         print_json({"status": "ok" if code == 0 else "failed", "exit_code": int(code),
                     "exports": [r.to_dict() for r in results], **extra})
@@ -183,18 +230,26 @@ def init_cmd(ctx, url, tables, output):
     """Introspect the source and write a commented starter config (never overwrites)."""
     from engine.init import init_config
     from engine.secrets import register
-    from urllib.parse import urlsplit
-    register(urlsplit(url).password)
+    from engine.urls import secrets_in
+    for secret in secrets_in(url):   # a password in the URL given on the command line never reaches the output
+        register(secret)
     path = init_config(url, list(tables), output)
     err_console.print(f"wrote {path}; next: `rivet doctor -c {path}` then `rivet run -c {path}`")
 
 
 @command(cli, "doctor")
-def doctor_cmd(ctx):
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (ok, checks) to stdout")
+def doctor_cmd(ctx, as_json):
     """Check the config, the state file, the source connection and every destination."""
+    from rich.markup import escape
+
     from engine.doctor import run_checks
     failed = False
-    for check in run_checks(opts(ctx)):
+    checks = run_checks(opts(ctx))
+    if as_json:
+        from rivet_tui.headless import print_json
+        print_json({"ok": all(c.ok for c in checks), "checks": [c.to_dict() for c in checks]})
+    for check in checks:
         mark = "[green]ok  [/]" if check.ok else "[red]FAIL[/]"
         err_console.print(f"{mark} {check.name:<22} {escape(check.detail)}", highlight=False)
         if not check.ok:
@@ -219,7 +274,7 @@ def plan_cmd(ctx, names, output, as_json, params):
         from pathlib import Path
         Path(output).write_text(json.dumps(artifact, indent=2) + "\n")
         err_console.print(f"plan {artifact['plan_id']} written to {output} (expires {artifact['expires_at']})")
-    render_diff(err_console, diff_plan(artifact))
+    render_diff(stderr_console(), diff_plan(artifact))
     if as_json:
         print_json(artifact)
 
@@ -231,8 +286,8 @@ def plan_cmd(ctx, names, output, as_json, params):
 def apply_cmd(ctx, plan_file, force, as_json):
     """Execute a plan exactly as it was sealed."""
     from engine.plans import applied_runs, check_applicable, load_plan, plans_from_artifact
-    from engine.runner import Runner, worst_exit
-    from rivet_tui.headless import HeadlessProgress, print_json, print_summary
+    from engine.run.runner import Runner, worst_exit
+    from rivet_tui.headless import HeadlessProgress, print_json, print_summary, save_run_report
     artifact = load_plan(plan_file)
     config = load(ctx)
     store = open_store(ctx, config)
@@ -244,14 +299,17 @@ def apply_cmd(ctx, plan_file, force, as_json):
         return ExitClass.OK
     check_applicable(artifact, config, store, force)
     plans = [p for p in plans_from_artifact(artifact, config) if p.run_id not in done]
-    t0 = time.monotonic()
-    with HeadlessProgress(err_console) as progress:
+    from datetime import datetime, timezone
+    t0, started = time.monotonic(), datetime.now(timezone.utc)
+    json_errors = bool(opts(ctx).get("json_errors"))
+    with HeadlessProgress(stderr_console(), json_errors=json_errors) as progress:
         results = Runner(config, store, progress).run_plans(plans)
-    print_summary(err_console, results, time.monotonic() - t0)
+    print_summary(stderr_console(), results, time.monotonic() - t0, json_errors=json_errors)
     code = worst_exit(results)
+    report = save_run_report(stderr_console(), config.state_path, results, started, code)   # a run like any other
     if as_json:
         print_json({"status": "ok" if code == 0 else "failed", "plan_id": artifact["plan_id"], "exit_code": int(code),
-                    "exports": [r.to_dict() for r in results]})
+                    "exports": [r.to_dict() for r in results], "report": str(report) if report else None})
     return code
 
 
@@ -266,14 +324,19 @@ def check_cmd(ctx, names, as_json, strict, params):
     from rivet_tui.headless import print_json
     config = load(ctx, params)
     reports = check_exports(config, open_store(ctx, config), list(names))
+    notifications = config.notifications.describe() if config.notifications is not None else []
     if as_json:
-        print_json({"exports": [r.to_dict() for r in reports]})
+        print_json({"exports": [r.to_dict() for r in reports], "notifications": notifications})
+    for line in notifications:
+        err_console.print(f"notifications: {line}", markup=False, highlight=False)
     code = ExitClass.OK
     for r in reports:
         err_console.print(f"[bold]{r.export}[/]  {r.strategy}  ~{r.rows_estimate if r.rows_estimate is not None else '?'}"
-                          f" rows" + (f"  {r.chunks} chunks" if r.chunks is not None else "")
+                          f" rows" + (f"  {r.chunks} {r.chunk_unit}" if r.chunks is not None else "")
                           + (f"  [red]error[{r.error['code']}][/]: {r.error['error']}" if r.error else ""),
                           highlight=False)
+        for line in r.guardrails + r.layout:
+            err_console.print(f"  {line}", markup=False, highlight=False)
         if r.columns:
             _table(["column", "source type", "output type", "fidelity", "note"],
                    [[c["name"], c["native_type"], c["arrow_type"], c["fidelity"], c["note"]] for c in r.columns])
@@ -292,9 +355,11 @@ def check_cmd(ctx, names, as_json, strict, params):
 def repair_cmd(ctx, name, report_file, execute, as_json):
     """Re-export only the chunks a reconcile found mismatched (dry run unless --execute)."""
     from engine.repair import repair
+    from rivet_tui.format import shown
     from rivet_tui.headless import print_json
     config = load(ctx)
-    result = repair(config, config.export(name), open_store(ctx, config), report_file=report_file, execute=execute)
+    result = repair(config, config.export(name), open_store(ctx, config), report_file=report_file, execute=execute,
+                    lock_wait_s=opts(ctx).get("lock_wait") or 60.0)
     if as_json:
         print_json(result.to_dict())
     if not result.chunks:
@@ -302,7 +367,7 @@ def repair_cmd(ctx, name, report_file, execute, as_json):
         return ExitClass.OK
     verb = "re-exported" if result.executed else "would re-export"
     for c in result.chunks:
-        err_console.print(f"{verb} chunk {c['index']} \\[{c['lo']} .. {c['hi']}]: source {c['source_rows']}, "
+        err_console.print(f"{verb} chunk {c['index']} \\[{shown(c['lo'])} .. {shown(c['hi'])}]: source {c['source_rows']}, "
                           f"recorded {c['recorded_rows']}", highlight=False)
     if result.executed:
         err_console.print(f"{len(result.new_parts)} new part(s), {result.rows_written:,} rows; "
@@ -324,6 +389,8 @@ def validate_cmd(ctx, names, as_json):
 
 
 def render_validation(reports, as_json: bool) -> ExitClass:
+    from rich.markup import escape
+
     from rivet_tui.headless import print_json
     ok = all(r.ok for r in reports)
     if as_json:
@@ -358,6 +425,7 @@ def reconcile_cmd(ctx, names, as_json, output):
 
 
 def render_reconcile(reports) -> ExitClass:
+    from rivet_tui.format import shown
     worst = ExitClass.OK
     for r in reports:
         s = r.summary
@@ -367,7 +435,7 @@ def render_reconcile(reports) -> ExitClass:
                           + ("  → verified boundary written" if r.verified_written else ""), highlight=False)
         for c in r.checks:
             if c.status != "match":
-                where = f"chunk {c.index} [{c.lo} .. {c.hi}]" if c.index is not None else "whole export"
+                where = f"chunk {c.index} [{shown(c.lo)} .. {shown(c.hi)}]" if c.index is not None else "whole export"
                 err_console.print(f"     {c.status:<8} {where}: source {c.source_rows}, recorded {c.recorded_rows}"
                                   + (f" ({c.note})" if c.note else ""), markup=False, highlight=False)
         if any(c.status == "mismatch" for c in r.checks):
@@ -382,6 +450,7 @@ def state_group():
 
 
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
+    from rich.table import Table
     t = Table(*columns, title=title, title_justify="left", show_edge=False, box=None, pad_edge=False)
     for r in rows:
         t.add_row(*["-" if v is None else str(v) for v in r])
@@ -389,8 +458,8 @@ def _table(columns: list[str], rows: list[list], title: str | None = None) -> No
 
 
 def _emit(rows: list[dict], columns: list[str], as_json: bool, empty: str, key: str) -> None:
-    from rivet_tui.headless import print_json
-    if as_json:
+    if as_json:   # rivet_tui.headless imports the runner (pyarrow and all: ~0.13 s); a table needs none of it
+        from rivet_tui.headless import print_json
         print_json({key: rows})
     elif not rows:
         err_console.print(empty)
@@ -448,7 +517,7 @@ def state_chunks(ctx, name, as_json):
 
 
 def progression_lines(rows: list[dict]) -> list[str]:
-    """The ADR-0008 table, column for column."""
+    """The progression table (docs/architecture.md), column for column."""
     def at(v):
         if not v:
             return "-"
@@ -463,8 +532,8 @@ def progression_lines(rows: list[dict]) -> list[str]:
             return f"chunk #{chunk}"
         return cursor if cursor is not None else "-"
 
-    fmt = "{:<14} {:<12} {:<28} {:<24} {:<12} {}"
-    lines = [fmt.format("EXPORT", "COMM MODE", "COMMITTED", "COMMITTED AT", "VERI MODE", "VERIFIED")]
+    fmt = "{:<14} {:<14} {:<28} {:<24} {:<14} {}"
+    lines = [fmt.format("EXPORT", "COMMITTED MODE", "COMMITTED", "COMMITTED AT", "VERIFIED MODE", "VERIFIED")]
     for r in rows:
         lines.append(fmt.format(
             r["export_name"], r.get("last_committed_strategy") or "-",
@@ -478,7 +547,7 @@ def progression_lines(rows: list[dict]) -> list[str]:
 @click.option("-e", "--export", "name", default=None)
 @click.option("--json", "as_json", is_flag=True)
 def state_progression(ctx, name, as_json):
-    """Committed and verified boundaries (ADR-0008)."""
+    """Committed and verified boundaries (docs/architecture.md, "Progression")."""
     config = load(ctx)
     if name:
         config.export(name)

@@ -10,8 +10,13 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-FIXED = (("escape", "Back / close / clear the filter"), ("ctrl+p", "Command palette: every action, run or open any export"),
-         ("up down pgup pgdn", "Move the selection (ctrl+home / ctrl+end: first / last row)"), ("mouse", "Click a row to select it, a footer key to press it"))
+from rivet_tui.keys import KEYS
+
+FIXED = (("escape", "Back / close / clear the filter"),
+         ("ctrl+p", "Command palette: every action, run / open the detail or history of any export"),
+         ("up down pgup pgdn", "Move the selection (ctrl+home / ctrl+end: first / last row)"),
+         ("left right", "Scroll sideways (the export name stays)"),
+         ("mouse", "Click a row to select it, a footer key to press it"))
 
 
 class HelpScreen(ModalScreen[None]):
@@ -24,18 +29,11 @@ class HelpScreen(ModalScreen[None]):
             yield DataTable(id="help-keys", cursor_type="none", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        from rivet_tui.app import KEYS
         table = self.query_one(DataTable)
         table.add_column("Key", width=18)
-        table.add_column("Id", width=10)
-        table.add_column("What it does", width=78)
-        keymap = self.app.keymap
+        table.add_column("Id", width=16)
+        table.add_column("What it does", width=72)
         for k in KEYS:
-            keys = keymap.get(k.id, k.key)
-            shown = " ".join(self.app.get_key_display(Binding(key.strip(), "")) for key in keys.split(","))
-            what = Text(k.help.replace("N at a time", f"{self.app.parallel} at a time"))
-            if k.needs and k.needs.resolve() is None:
-                what.append("  (not available yet)", style="dim italic")
-            table.add_row(Text(shown, style="bold"), k.id, what)
+            table.add_row(Text(self.app.key_of(k.id), style="bold"), k.id, Text(k.help))
         for key, what in FIXED:
             table.add_row(Text(key, style="bold"), "", what)
