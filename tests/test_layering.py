@@ -1,4 +1,4 @@
-"""engine/ must never import the terminal UI (DESIGN.md): checked in a clean subprocess."""
+"""engine/ must never import the terminal UI (docs/architecture.md): checked in a clean subprocess."""
 import subprocess
 import sys
 

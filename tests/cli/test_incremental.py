@@ -145,7 +145,8 @@ def test_progression_after_incremental_runs(tmp_path, events_pg):
     assert rows[0]["last_committed_run_id"] == run["run_id"]
     assert rows[0]["last_verified_strategy"] is None
     text = rivet("state", "progression", "-c", cfg, check=0).stderr.splitlines()
-    assert text[0] == ("EXPORT         COMM MODE    COMMITTED                    COMMITTED AT             "
-                       "VERI MODE    VERIFIED")
-    assert text[1].startswith("events         incremental  2024-05-01T09:40:00.000001+00:00 ")
-    assert text[1].endswith(" UTC  -            -")
+    # headers spelled out (they were "COMM MODE" / "VERI MODE"), each value under its header
+    assert text[0] == ("EXPORT         COMMITTED MODE COMMITTED                    COMMITTED AT             "
+                       "VERIFIED MODE  VERIFIED")
+    assert text[1].startswith("events         incremental    2024-05-01T09:40:00.000001+00:00 ")
+    assert text[1].endswith(" UTC  -              -")

@@ -155,7 +155,7 @@ def test_nan_in_bounded_numeric_is_refused_on_the_fast_scan_path(tmp_path, pg):
     assert read_table(tmp_path / "out/orders").sort_by("id").column("n").to_pylist() == [Decimal("1.50"), Decimal("0.00")]
 
 
-def test_infinity_timestamp_is_refused_on_the_fused_copy_path(tmp_path, pg):
+def test_infinity_timestamp_is_refused_on_the_fast_scan_path(tmp_path, pg):
     pg.sql("DROP TABLE IF EXISTS inf_t")
     pg.sql("CREATE TABLE inf_t (id int PRIMARY KEY, at timestamp)")
     pg.sql("INSERT INTO inf_t VALUES (1, '2024-01-01'), (2, 'infinity')")
@@ -165,7 +165,7 @@ def test_infinity_timestamp_is_refused_on_the_fused_copy_path(tmp_path, pg):
     assert not list((tmp_path / "out/orders").rglob("*.parquet"))
 
 
-def test_parquet_rotation_on_the_fused_copy_path(tmp_path, pg_orders):
+def test_parquet_rotation_on_the_fast_scan_path(tmp_path, pg_orders):
     cfg = pg_config(tmp_path, pg_orders, extra='max_file_size = "100KB"\n        [exports.tuning]\n        batch_size = 2000')
     [exp] = run_json(cfg)["exports"]
     out = tmp_path / "out/orders"

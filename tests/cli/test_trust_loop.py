@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -41,6 +42,8 @@ def test_plan_then_apply_runs_exactly_the_plan(tmp_path, items):
     items.sql("INSERT INTO items VALUES (5000, now(), 'late')")
     out = json.loads(rivet("apply", plan_file, "-c", cfg, "--json", check=0).stdout)
     assert out["exports"][0]["rows"] == 1000
+    report = json.loads((Path(out["report"]) / "summary.json").read_text())    # an applied plan is a run: reported
+    assert [(e["name"], e["rows"]) for e in report["exports"]] == [("items", 1000)]
     assert sorted(read_table(tmp_path / "out").column("id").to_pylist()) == list(range(1, 1001))
     again = rivet("apply", plan_file, "-c", cfg, "--json", check=0)
     assert json.loads(again.stdout)["status"] == "already_applied" and "already applied" in again.stderr
@@ -137,7 +140,7 @@ def test_reconcile_repair_verified(tmp_path, items):
     after = rivet("reconcile", "-c", cfg, "-e", "items", "--json", check=0)
     assert json.loads(after.stdout)["reports"][0]["summary"]["mismatch"] == 0
     text = rivet("state", "progression", "-c", cfg, check=0).stderr.splitlines()
-    assert text[1].startswith("items          chunked      chunk #3 ") and text[1].endswith("chunked      chunk #3")
+    assert text[1].startswith("items          chunked        chunk #3 ") and text[1].endswith("chunked        chunk #3")
     m = manifest(tmp_path / "out")
     assert {p["status"] for p in m["parts"]} == {"committed", "superseded"} and m["row_count"] == 990
     assert rivet("validate", "-c", cfg, "-e", "items").returncode == 0

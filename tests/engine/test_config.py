@@ -1,4 +1,4 @@
-"""rivet.toml → Config: every rule of SPEC §1/§7 as a user meets it (code, exit class, key and line in the message)."""
+"""rivet.toml → Config: every rule of the README's configuration section as a user meets it (code, exit class, key and line in the message)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,7 +51,7 @@ def line_of(body: str, needle: str) -> int:
     return next(i for i, line in enumerate(body.splitlines(), 1) if needle in line)
 
 
-# --- the SPEC §1 example -----------------------------------------------------------------------------------------
+# --- the README's example -----------------------------------------------------------------------------------------
 
 SPEC_EXAMPLE = """
 [source]
@@ -333,6 +333,33 @@ def test_executor(tmp_path):
     refused(tmp_path, SOURCE + EXPORT + '[executor]\ntype = "ray"\n', "RIVET_CONFIG_INVALID")
 
 
+def test_run_parallel_exports(tmp_path):
+    assert load(tmp_path, SOURCE + EXPORT).run.parallel_exports == 4           # no [run]: the documented default
+    assert load(tmp_path, SOURCE + EXPORT + "[run]\nparallel_exports = 3\n").run.parallel_exports == 3
+    assert load(tmp_path, "[run]\nparallel_exports = 64\n" + SOURCE + EXPORT).run.parallel_exports == 64
+
+
+@pytest.mark.parametrize("value,code,words", [
+    ("0", "RIVET_CONFIG_OUT_OF_RANGE", ">= 1, got 0"),
+    ("65", "RIVET_CONFIG_OUT_OF_RANGE", "<= 64, got 65"),
+    ('"x"', "RIVET_CONFIG_INVALID", "must be an integer, got a string"),
+    ("2.0", "RIVET_CONFIG_INVALID", "must be an integer, got a float"),
+])
+def test_run_parallel_exports_refuses_a_bad_value_with_its_line(tmp_path, value, code, words):
+    body = SOURCE + EXPORT + f"\n[run]\nparallel_exports = {value}\n"
+    err = refused(tmp_path, body, code)
+    assert "run.parallel_exports" in err.message and words in err.message
+    assert f"line {line_of(body, 'parallel_exports')}" in err.message
+
+
+def test_run_section_unknown_key_and_misplaced_parallel_exports(tmp_path):
+    err = refused(tmp_path, SOURCE + EXPORT + "[run]\nparallel_export = 2\n", "RIVET_CONFIG_UNKNOWN_KEY")
+    assert "run.parallel_export" in err.message and "line 9" in err.message
+    assert "did you mean 'parallel_exports'?" in err.hint
+    err = refused(tmp_path, SOURCE + "parallel_exports = 2\n" + EXPORT, "RIVET_CONFIG_UNKNOWN_KEY")
+    assert "source.parallel_exports" in err.message and "[run]" in err.hint
+
+
 # --- source ------------------------------------------------------------------------------------------------------
 
 def test_url_env_missing_variable(tmp_path, monkeypatch):
@@ -419,6 +446,19 @@ def test_explicit_fields_override_the_profile_and_exports_override_field_by_fiel
     assert cfg.exports[1].tuning == Tuning(profile="safe", batch_size=5000, batch_size_memory_mb=16,
                                            statement_timeout_s=900, max_retries=5, retry_backoff_ms=5000,
                                            throttle_ms=7)
+
+
+def test_exports_sharing_a_config_get_their_own_tuning_and_paths(tmp_path):
+    # the loader shares work between exports that write the same thing; nothing may leak from one to another
+    body = SOURCE + "[source.tuning]\nthrottle_ms = 7\n" + export(name='"a"') + export(name='"b"') + \
+        "[exports.tuning]\nbatch_size = 10\n" + export(name='"c"') + "[exports.tuning]\nprofile = \"fast\"\n" + \
+        export(name='"d"', destination='{ type = "local", path = "/abs/{export}" }')
+    a, b, c, d = load(tmp_path, body).exports
+    assert a.tuning == Tuning(profile="safe", batch_size=None, batch_size_memory_mb=16, statement_timeout_s=900,
+                              max_retries=5, retry_backoff_ms=5000, throttle_ms=7, connect_timeout_s=10)
+    assert b.tuning.batch_size == 10 and a.tuning.batch_size is None and b.tuning.throttle_ms == 7
+    assert c.tuning.profile == "fast" and c.tuning.throttle_ms == 7 and c.tuning.batch_size_memory_mb == 64
+    assert a.destination.path == str(tmp_path / "out") == b.destination.path and d.destination.path == "/abs/{export}"
 
 
 def test_negative_tuning_is_out_of_range(tmp_path):

@@ -24,8 +24,8 @@ import pytest
 
 from engine.config import load_config
 from engine.destinations import open_destination
-from engine.executors import DaskExecutor
-from engine.runner import Runner, RunOptions
+from engine.run.executors import DaskExecutor
+from engine.run.runner import Runner, RunOptions
 from engine.state import StateStore
 from tests.helpers import ROOT, read_table, rivet, write_config
 
@@ -92,9 +92,12 @@ class StartRecorder(DaskExecutor):
         super().__init__(config)
         self.starts: dict[int, str] = {}
 
-    def run_task(self, task, plan, source_cfg, dest, emit, threads, started=None):
-        return super().run_task(task, plan, source_cfg, dest, emit, threads,
-                                started=lambda worker: self.starts.__setitem__(task.index, worker))
+    def run_task(self, task, plan, source_cfg, dest, emit, started=None, stop=None):
+        def record(worker):
+            self.starts[task.index] = worker
+            if started is not None:
+                started(worker)
+        return super().run_task(task, plan, source_cfg, dest, emit, record, stop)
 
 
 def run(config, events: list | None = None, executor=None):
@@ -210,8 +213,12 @@ def test_credentials_come_from_the_workers_environment(tmp_path, items, s3_bucke
     url = items.url.replace("postgres@", f"postgres:{secret}@")      # trust auth: any password connects
     dest = s3_bucket.destination("creds/")
     config = make_config(tmp_path, url, dest, dask_section(lc))
+    from datetime import datetime, timezone
+    from engine.destinations import open_destination
     from engine.planner import TaskSpec
-    envelope = DaskExecutor(config).envelope(TaskSpec(0, "SELECT 1"), _plan_for(config), config.source)
+    plan = _plan_for(config)
+    dest = open_destination(plan.export.destination, plan.export.name, plan.run_id, datetime.now(timezone.utc))
+    envelope = DaskExecutor(config).envelope(TaskSpec(0, "SELECT 1"), plan, config.source, dest)
     assert secret.encode() not in pickle.dumps(envelope)             # the password never travels
 
     result, _ = run(config)
@@ -263,7 +270,7 @@ def test_without_dask_one_line_hint(tmp_path, items, s3_bucket):
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert any("RIVET_EXECUTOR_DASK_MISSING" in line for line in lines), proc.stderr
-    assert any("pip install rivet[dask]" in line for line in lines)
+    assert any("pip install 'rivet-export[dask]'" in line for line in lines)
     assert "Traceback" not in proc.stderr
 
 

@@ -202,6 +202,30 @@ def test_classify(exc, connecting, code, exit_class, transient):
     assert "General SQL Server error" not in err.message and "DB-Lib error message" not in err.message
 
 
+# Cursor.execute re-raises the driver's error as `raise OperationalError, e.args[0]`, which unpacks the (number, text)
+# pair into two arguments (measured against a live server: a statement timeout arrived as args == (20047, b'...'));
+# pymssql.connect keeps it as one tuple argument. Both shapes must classify alike.
+@pytest.mark.parametrize("number, text, code", [
+    (20047, "DB-Lib error message 20003, severity 6:\nTDS server connection timed out\nDB-Lib error message 20047, "
+     "severity 9:\nDBPROCESS is dead or not enabled\n", "RIVET_SOURCE_TIMEOUT"),
+    (18456, "Login failed for user 'rivet'." + GENERAL, "RIVET_SOURCE_AUTH"),
+    (208, "Invalid object name 'dbo.nope'." + GENERAL, "RIVET_SOURCE_NO_SUCH_TABLE"),
+    (1222, "Lock request time out period exceeded." + GENERAL, "RIVET_SOURCE_BUSY"),
+])
+def test_classify_both_argument_shapes_of_pymssql(number, text, code):
+    for exc in (pymssql.OperationalError((number, text.encode())), pymssql.OperationalError(number, text.encode())):
+        err = classify(exc, WHERE)
+        assert err.code == code, exc.args
+        assert "DB-Lib error message" not in err.message and str(number) != err.message.split(": ", 1)[1]
+
+
+def test_classify_babelfish_duplicate_column():
+    # Babelfish for PostgreSQL reports SQL Server's 8156 with PostgreSQL's text and its own catch-all number
+    err = classify(pymssql.OperationalError(33557097, b'column "id" specified more than once' + GENERAL.encode()),
+                   WHERE)
+    assert err.code == "RIVET_SOURCE_DUPLICATE_COLUMN" and "AS alias" in err.hint
+
+
 def test_classify_messages_are_readable_and_hints_useful():
     err = classify(op(208, "Invalid object name 'dbo.nope'." + GENERAL), WHERE)
     assert err.message == f"{WHERE}: Invalid object name 'dbo.nope'. (SQL Server error 208)"
@@ -218,6 +242,63 @@ def test_classify_never_shows_a_registered_password():
     register(SECRET)
     err = classify(op(102, f"Incorrect syntax near '{SECRET}'." + GENERAL), WHERE)
     assert SECRET not in err.message and "***" in err.message
+
+
+# ---- session setup -------------------------------------------------------------------------------------------------
+
+class FakeDriver:
+    """pymssql.connect's stand-in: records FreeTDS's (process-wide) query timeout at each statement."""
+
+    def __init__(self):
+        self.executed: list[tuple[str, int]] = []
+        driver = self
+
+        class Raw:
+            query_timeout = 0
+
+        class Cursor:
+            description = (("v",),)
+
+            def execute(self, sql):
+                driver.executed.append((sql, conn._conn.query_timeout))
+
+            def fetchone(self):
+                return ("16.0.1000.6", "Developer Edition (64-bit)", 0)
+
+            def fetchall(self):
+                return [(1,)]
+
+        class Conn:
+            _conn = Raw()
+
+            def cursor(self):
+                return Cursor()
+
+            def close(self):
+                pass
+        conn = Conn()
+        self.conn = conn
+
+    def connect(self, **kw):
+        return self.conn
+
+
+def test_session_setup_is_bounded_by_connect_timeout_statements_by_statement_timeout(monkeypatch):
+    # the setup query (version, edition, snapshot state of sys.databases) is part of connecting: a server slow to
+    # answer it (a cold session on a busy host took 1.8 s) must not fail a short statement_timeout_s before any
+    # statement ran; statements then run under statement_timeout_s
+    fake = FakeDriver()
+    monkeypatch.setattr("engine.sources.mssql.pymssql.connect", fake.connect)
+    src = MssqlSource(SourceConfig("mssql", url(1433)), Tuning(statement_timeout_s=1, connect_timeout_s=12))
+    assert src.server_version() == "SQL Server 16.0.1000.6 (Developer Edition (64-bit))"
+    [(setup, during_setup)] = fake.executed
+    assert "SERVERPROPERTY" in setup and during_setup == 12
+    assert fake.conn._conn.query_timeout == 1
+    src.scalar("SELECT 1 AS one")
+    assert fake.executed[-1] == ("SELECT 1 AS one", 1)
+    unbounded = MssqlSource(SourceConfig("mssql", url(1433)), Tuning(statement_timeout_s=0, connect_timeout_s=12))
+    unbounded.server_version()
+    assert fake.executed[-1][1] == 12 and fake.conn._conn.query_timeout == 0
 
 
 # ---- real connection attempts to endpoints that are no SQL Server ------------------------------------------------

@@ -148,3 +148,19 @@ def test_hostile_column_names_are_quoted_in_every_expression():
 def test_native_type_from_sys_columns(name, max_length, precision, scale, want):
     assert native_type(name, max_length, precision, scale) == want
     assert one(want).fidelity in ("exact", "text")
+
+
+@pytest.mark.parametrize("type_name, max_length, precision, scale, want", [
+    ("datetime2(7)", 8, 27, 7, "datetime2(7)"),           # SQL Server names the parameters itself
+    ("nvarchar(100)", 200, 0, 0, "nvarchar(100)"),
+    ("datetime2", 8, 26, 6, "datetime2(6)"),              # Babelfish names the type alone: its columns complete it
+    ("time", 5, 15, 6, "time(6)"),
+    ("datetimeoffset", 10, 33, 6, "datetimeoffset(6)"),
+    ("decimal", 9, 12, 2, "decimal(12,2)"),
+    ("nvarchar", -1, 0, 0, "nvarchar(max)"),
+    ("int", 4, 10, 0, "int"),
+    ("xml", -1, 0, 0, "xml"),
+])
+def test_described_type_from_sp_describe_first_result_set(type_name, max_length, precision, scale, want):
+    from engine.sources.mssql import described_type
+    assert described_type(type_name, max_length, precision, scale) == want

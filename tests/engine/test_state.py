@@ -1,4 +1,4 @@
-"""The state store against a real DuckDB file: every operation, the ADR-0008 progression rules, migrations."""
+"""The state store against a real DuckDB file: every operation, the progression rules (docs/state.md, "Progression"), migrations."""
 from __future__ import annotations
 
 import threading
@@ -25,8 +25,9 @@ def store(tmp_path):
     return StateStore(tmp_path / "state.duckdb", lock_wait_s=5)
 
 
-def columns(path, table):
-    con = duckdb.connect(str(path), read_only=True)
+def columns(store, table):
+    store.close()   # this process's writer holds the file open; DuckDB refuses a second, differently configured open
+    con = duckdb.connect(str(store.path), read_only=True)
     try:
         return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
     finally:
@@ -43,6 +44,7 @@ def test_creates_parent_directory_and_all_tables(tmp_path):
     path = tmp_path / "deep" / ".rivet" / "state.duckdb"
     s = StateStore(path)
     assert path.is_file() and s.schema_version() == 2
+    s.close()
     con = duckdb.connect(str(path), read_only=True)
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     con.close()
@@ -51,7 +53,7 @@ def test_creates_parent_directory_and_all_tables(tmp_path):
 
 
 def test_export_progression_has_exactly_the_adr_columns(store):
-    assert columns(store.path, "export_progression") == ADR_0008_COLUMNS
+    assert columns(store, "export_progression") == ADR_0008_COLUMNS
 
 
 def test_reopening_applies_nothing_twice(tmp_path):
@@ -59,6 +61,7 @@ def test_reopening_applies_nothing_twice(tmp_path):
     StateStore(path).set_cursor("a", "1", "id", "t:id", "r1")
     s = StateStore(path)
     assert s.get_export_state("a")["last_cursor_value"] == "1"
+    s.close()
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,)]
     con.close()
@@ -104,7 +107,9 @@ def test_sqlite_file_is_named_as_such_without_touching_the_network(tmp_path):
 
 def test_truncated_duckdb_file_is_corrupt(tmp_path):
     path = tmp_path / "state.duckdb"
-    StateStore(path).journal("a", "r", "e", {})
+    s = StateStore(path)
+    s.journal("a", "r", "e", {})
+    s.close()
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(RivetError) as err:
         StateStore(path)
@@ -310,7 +315,7 @@ def test_create_chunk_run_100k_chunks(store):
     assert (last["chunk_index"], last["lo"], last["hi"]) == (99_999, "9999900001", "10000000000")
 
 
-# -- progression (ADR-0008) --------------------------------------------------------------------------------------
+# -- progression (docs/state.md) --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("a,b,expected", [
     ("9", "10", -1),                                            # numeric, not lexicographic
@@ -368,7 +373,7 @@ def test_committed_chunked_overwrites_and_verified_is_independent(store):
     assert (row["last_verified_strategy"], row["last_verified_chunk_index"], row["last_verified_run_id"]) == \
         ("chunked", 40, "r1")
     assert_iso_z(row["last_verified_at"])
-    # ADR-0008: no monotonicity check for chunked commits across reruns -- a new run overwrites
+    # the progression contract: no monotonicity check for chunked commits across reruns -- a new run overwrites
     store.record_committed_chunked("orders", 7, "r2")
     row = store.progression("orders")[0]
     assert (row["last_committed_chunk_index"], row["last_committed_run_id"]) == (7, "r2")
@@ -471,28 +476,66 @@ def test_batch_is_one_transaction(store):
     assert store.get_export_state("orders") is None and len(store.files("orders")) == 1  # all rolled back
 
 
-def test_two_threads_lose_no_writes(tmp_path):
+def test_reads_are_refused_inside_a_batch(store):
+    with pytest.raises(RuntimeError, match="only writes"), store.batch():
+        store.set_cursor("orders", "1", "id", "t:id", "r1")
+        store.get_export_state("orders")   # would see nothing of the batch yet
+    assert store.get_export_state("orders") is None   # and the batch was not applied
+
+
+def test_threads_race_for_chunks_and_lose_no_writes(tmp_path):
+    """Eight threads on two store objects (one writer) all try to start every chunk: each chunk is started once,
+    and every completion, part and journal row lands."""
     s1 = StateStore(tmp_path / "s.duckdb")
-    s2 = StateStore(tmp_path / "s.duckdb")  # two store objects on one file share the one writer lock
-    s1.set_cursor("counter", "0", None, None, "r0")
-    n = 15
+    s2 = StateStore(tmp_path / "s.duckdb")
+    chunks = 40
+    s1.create_chunk_run("orders", "r1", None, "id", [(i, i, i + 1) for i in range(chunks)])
+    won: list[int] = []
     errors = []
 
-    def work(store, tag):
-        try:
-            for i in range(n):
-                with store.batch():  # read-modify-write: lost updates would show in the final count
-                    value = int(store.get_export_state("counter")["last_cursor_value"])
-                    store.set_cursor("counter", str(value + 1), None, None, f"{tag}{i}")
-                store.journal("counter", tag, "tick", {"i": i})
-        except Exception as exc:  # noqa: BLE001 - any failure in a worker thread is reported below
-            errors.append(exc)
+    def work(store):
+        for i in range(chunks):
+            try:
+                store.start_task("r1", i)
+            except RivetError as exc:
+                if exc.code != "RIVET_STATE_TRANSITION":
+                    errors.append(exc)
+                continue
+            won.append(i)
+            with store.batch():
+                store.log_file("orders", "r1", f"p{i}", 1, 1, "h", i, "parquet", "zstd")
+                store.complete_task("r1", i, 1, f"p{i}")
+            store.journal("orders", "r1", "ChunkFinished", {"chunk_index": i})
 
-    threads = [threading.Thread(target=work, args=(s, t)) for s, t in ((s1, "a"), (s2, "b"))]
+    threads = [threading.Thread(target=work, args=(s1 if n % 2 else s2,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert s1.get_export_state("counter")["last_cursor_value"] == str(2 * n)
-    assert len(s2.journal_for("counter")) == 2 * n
+    assert sorted(won) == list(range(chunks))
+    assert [(t["status"], t["attempts"]) for t in s1.chunk_tasks("r1")] == [("completed", 1)] * chunks
+    assert sorted(f["chunk_index"] for f in s2.files("orders")) == list(range(chunks))
+    assert len(s2.journal_for("orders")) == chunks
+
+
+def test_a_state_file_deleted_just_before_a_reopen_is_not_recreated(tmp_path, monkeypatch):
+    """The writer closes the file when idle and reopens it for the next write. Deleted in the instant between its
+    existence check and DuckDB's connect, connect would create an empty file: the run failed with the wrong
+    reason (RIVET_STATE_CORRUPT when the new file got the old inode number) and left a state file behind it never
+    had (seen in CI: tests/reliability/test_concurrency.py, about 1 run in 10)."""
+    import engine.state.writer as writer_module
+    path = tmp_path / "state.duckdb"
+    store = StateStore(path)
+    store.set_last_run("orders", "r1", "succeeded")
+    store.close()                                         # as the idle close does
+    real_connect = duckdb.connect
+
+    def connect_after_deletion(database, *args, **kwargs):   # the file goes after the check, before the open
+        path.unlink(missing_ok=True)
+        return real_connect(database, *args, **kwargs)
+    monkeypatch.setattr(writer_module.duckdb, "connect", connect_after_deletion)
+    with pytest.raises(RivetError) as e:
+        store.set_last_run("orders", "r2", "succeeded")
+    assert e.value.code == "RIVET_STATE_GONE" and "deleted" in e.value.message
+    assert not path.exists()

@@ -20,7 +20,7 @@ from engine.config import DestinationConfig
 from engine.destinations import Destination, open_destination
 from engine.manifest import MANIFEST, SUCCESS, success_bytes
 from engine.state import StateStore
-from tests.helpers import RIVET, ROOT, write_config
+from tests.helpers import RIVET, ROOT, rivet, write_config
 
 __all__ = ["RIVET", "ROOT", "rivet", "write_config", "Prefix", "start", "store_of", "wait_for", "local_dest",
            "dest_toml", "run_summary", "env_with"]
@@ -37,14 +37,6 @@ def env_with(extra: dict | None = None) -> dict:
             **(extra or {})}
 
 
-def rivet(*args, env: dict | None = None, timeout: float = 300, check: int | None = None,
-          cwd=None) -> subprocess.CompletedProcess:
-    """`rivet ARGS` in a subprocess, headless (text stdout/stderr)."""
-    proc = subprocess.run([*RIVET, *map(str, args)], cwd=cwd, env=env_with(env), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-    if check is not None:
-        assert proc.returncode == check, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}"
-    return proc
 
 
 def start(cfg: Path, *args, env: dict | None = None) -> subprocess.Popen:

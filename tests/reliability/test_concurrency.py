@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from engine.state import StateStore
 from tests.reliability.common import Prefix, local_dest, rivet, run_summary, start, store_of, wait_for, write_config
 
 ROWS = 3000
@@ -108,4 +109,50 @@ def test_sigkilled_holder_leaves_no_stale_lock(cfg):
     run = store.latest_chunk_run("locked")
     assert summary["run_id"] == run["run_id"] and run["status"] == "completed"   # it resumed the killed run
     prefix = Prefix.of(local_dest(cfg.parent / "out"), "locked")
+    assert sorted(prefix.manifest_values("id", [prefix.latest])) == list(range(1, ROWS + 1))
+
+
+def test_a_symlinked_state_path_shares_the_export_lock(cfg, tmp_path):
+    """Two spellings of one state file (issue 12 item 11): the second run waits for the first and exits 2
+    naming it; before, each spelling had its own lock directory and both ran at once."""
+    real = tmp_path / "real" / "state.duckdb"
+    (tmp_path / "link").mkdir()
+    link = tmp_path / "link" / "state.duckdb"
+    link.symlink_to(real)
+    cfg.write_text(cfg.read_text().replace("throttle_ms = 100", "throttle_ms = 500"))   # ~15 s: outlive the 2nd start
+    first = start(cfg, "--state", real)
+    try:
+        assert wait_for(lambda: parts(cfg), timeout=60), "the first run never wrote a part"
+        second = rivet("run", "-c", cfg, "--no-tui", "--json", "--json-errors", "--lock-wait", "1", "--state", link)
+        assert second.returncode == 2, second.stderr
+        err = run_summary(second)["error"]
+        assert err["code"] == "RIVET_RUN_BUSY" and f"PID {first.pid}" in err["error"], err
+        assert first.poll() is None, "the first run should still be running"
+    finally:
+        first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert not (tmp_path / "link" / "locks").exists()   # one lock directory, beside the real file
+    store = StateStore(link, lock_wait_s=30)
+    tasks = store.chunk_tasks(store.latest_chunk_run("locked")["run_id"])
+    assert [(t["status"], t["attempts"]) for t in tasks] == [("completed", 1)] * 6
+
+
+def test_state_file_deleted_during_a_run_fails_clearly_and_loses_no_rows(cfg):
+    """Issue 12 item 12: not exit 6 (a CatalogException); the run fails with RIVET_STATE_GONE, writes no
+    _SUCCESS, and the next run (with a fresh state) exports every row."""
+    state = cfg.parent / ".rivet" / "state.duckdb"
+    first = start(cfg)
+    assert wait_for(lambda: parts(cfg), timeout=60), "the first run never wrote a part"
+    state.unlink()
+    out, err = first.communicate(timeout=120)
+    summary = json.loads(out)["exports"][0]
+    assert first.returncode == 1, err
+    assert summary["error"]["code"] == "RIVET_STATE_GONE", summary
+    assert Prefix.of(local_dest(cfg.parent / "out"), "locked").success is None
+    assert not state.exists()   # a run never recreates a state file under its own feet
+
+    again = rivet("run", "-c", cfg, "--no-tui", "--json")
+    assert again.returncode == 0, again.stderr
+    prefix = Prefix.of(local_dest(cfg.parent / "out"), "locked")
+    assert prefix.success is not None
     assert sorted(prefix.manifest_values("id", [prefix.latest])) == list(range(1, ROWS + 1))

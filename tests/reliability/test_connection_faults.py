@@ -110,8 +110,8 @@ def test_pg_terminate_backend_mid_scan_retries(tmp_path, pg_conn_items):
     assert_retried_to_exact_rows(cfg, proc, list(range(1, ROWS + 1)))
 
 
-def test_pg_terminate_backend_mid_fused_parquet_copy_retries(tmp_path, pg_conn_items):
-    """No throttle: DuckDB reads and writes the Parquet itself (the fused fast path); kill as soon as it reads."""
+def test_pg_terminate_backend_in_a_full_speed_scan_retries(tmp_path, pg_conn_items):
+    """No throttle: the full speed of the parallel table scan; kill as soon as it reads."""
     cfg = config(tmp_path, pg_conn_items.url, "postgres", 'table = "conn_items"\nmode = "full"',
                  extra="[exports.tuning]\nbatch_size = 1000\nretry_backoff_ms = 200")
     proc = start(cfg)
@@ -174,13 +174,14 @@ def my_user(mysql):
 
 
 NOT_TRANSIENT = {
-    "pg_syntax": ("postgres", None, 'query = "SELEC id FROM conn_items"', "RIVET_SOURCE_QUERY"),
+    # a syntax error only the server finds (a misspelt keyword is refused before: RIVET_CONFIG_QUERY_NOT_SELECT)
+    "pg_syntax": ("postgres", None, 'query = "SELECT id FROM conn_items WHERE"', "RIVET_SOURCE_QUERY"),
     "pg_missing_table": ("postgres", None, 'table = "no_such_table"', "RIVET_SOURCE_NO_SUCH_TABLE"),
     "pg_bad_role": ("postgres", "nosuchrole:pw", 'table = "conn_items"', "RIVET_SOURCE_AUTH"),
     # fails while rows stream (inside the retry loop), not while planning
     "pg_division_by_zero": ("postgres", None,
                             'query = "SELECT id, 1 / (id - 500) AS boom FROM conn_items"', "RIVET_SOURCE_QUERY"),
-    "mysql_syntax": ("mysql", None, 'query = "SELEC id FROM conn_items"', "RIVET_SOURCE_QUERY"),
+    "mysql_syntax": ("mysql", None, 'query = "SELECT id FROM conn_items WHERE"', "RIVET_SOURCE_QUERY"),
     "mysql_missing_table": ("mysql", None, 'table = "no_such_table"', "RIVET_SOURCE_NO_SUCH_TABLE"),
     "mysql_bad_password": ("mysql", "USER:Wrong-Pass-456", 'table = "conn_items"', "RIVET_SOURCE_AUTH"),
     # a query export describes itself through a temporary table: a wrong password must still say "auth"

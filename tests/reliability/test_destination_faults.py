@@ -152,7 +152,7 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.parametrize("mode", ["incremental", "full"])   # full: DuckDB writes the Parquet itself (fused path)
+@pytest.mark.parametrize("mode", ["incremental", "full"])   # full: the parallel table scan
 def test_local_disk_full(tmp_path, dest_items, tmpfs, mode):
     dest = local_dest(tmpfs / "out")
     body = 'mode = "incremental"\ncursor_column = "seq"' if mode == "incremental" else 'mode = "full"'

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from engine.config import load_config
 from engine.errors import RivetError
 from engine.plans import check_applicable, load_plan, plans_from_artifact, seal
-from engine.runner import Runner
+from engine.run.runner import Runner
 from engine.sql import MySQLDialect, PostgresDialect
 from engine.state import StateStore
 from tests.reliability.common import Prefix, local_dest, rivet, run_summary, write_config

@@ -213,7 +213,7 @@ def test_no_secret_on_the_tui_screens(tmp_path, pg, mysql, secret_env, monkeypat
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await until(pilot, lambda: app.loaded)
             await pilot.press("R")
-            await until(pilot, lambda: cell(app, "pg_full", "status") in ("done", "failed"), what="the run")
+            await until(pilot, lambda: cell(app, "pg_full", "status") in ("✓ done", "✗ failed"), what="the run")
             await pilot.pause(0.5)
             screens[f"{var} exports"] = app.export_screenshot()
             await pilot.press("enter")

@@ -67,7 +67,7 @@ destination = { type = "local", path = "out/ghost" }
 
 
 def run(coro_fn: Callable, *args, **kw):
-    """Run an async test body (no pytest-asyncio: the recipe in notes/environment.md)."""
+    """Run an async test body (no pytest-asyncio: asyncio.run, one loop per test)."""
     return asyncio.run(coro_fn(*args, **kw))
 
 
