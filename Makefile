@@ -9,10 +9,17 @@ UV := $(VENV)/bin/uv
 AZURITE := .ci/node/node_modules/.bin/azurite-blob
 AZURITE_VERSION := 3.37.0
 BENCH_ARGS ?=
+# Test processes: most of the suite waits on servers and subprocesses, so 3 keep 2 cores busy (one test file
+# per worker: a file's tests share its fixtures and run in order).
+TEST_WORKERS ?= 3
 
 .PHONY: setup test demo bench lint screenshots services azurite
 
-setup: $(VENV)/.installed
+# Bytecode is compiled here, once: this machine sets PYTHONDONTWRITEBYTECODE=1, so without it every `rivet` process
+# compiled every module it imports from source (about 1.6 s each; docs/performance.md). Ours is recompiled each time
+# (compileall skips files whose .pyc is current, so that is cheap).
+setup: $(VENV)/.installed $(VENV)/.bytecode
+	@$(PY) -m compileall -q engine rivet_tui
 
 # Redone only when the lock or the packaging changes, or the venv is new. Debian's python3 ships venv without
 # ensurepip: install python3-venv when the first attempt fails (and drop the half-made venv).
@@ -24,8 +31,14 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	    $(PYTHON) -m venv $(VENV); }; \
 	fi
 	@[ -x $(UV) ] || $(PY) -m pip install -q --disable-pip-version-check uv
-	$(UV) pip install -q --python $(PY) -r requirements-dev.txt
+	$(UV) pip install -q --python $(PY) --compile-bytecode -r requirements-dev.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+# The dependencies' bytecode for a venv whose packages were installed before --compile-bytecode was (uv compiles
+# only when it installs something): about 16 s once; files already compiled are skipped.
+$(VENV)/.bytecode: $(VENV)/.installed
+	$(PY) -m compileall -q -j 0 $(VENV)/lib/python*/site-packages >/dev/null
 	@touch $@
 
 services:
@@ -41,7 +54,7 @@ azurite:
 	else echo "azurite: npm not found; the Azure emulator tests cannot run" >&2; fi
 
 test: setup services azurite
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 demo: setup
 	scripts/demo.sh
@@ -51,8 +64,12 @@ bench: setup services
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
 
+# Style (ruff), the layering contracts (import-linter: engine never imports the UI, no cycles in the run layer)
+# and the engine's types (mypy; [tool.mypy] in pyproject.toml).
 lint: setup
-	$(VENV)/bin/ruff check engine rivet_tui tests
+	$(VENV)/bin/ruff check engine rivet_tui tests scripts
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 screenshots: setup
 	$(PY) -m rivet_tui.screenshots

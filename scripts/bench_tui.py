@@ -1,11 +1,11 @@
-"""Frame cost of the exports screen: 1,000 exports in the config, 4 running, engine events at a realistic rate.
+"""Frame cost of the exports screen: 1,000 exports in the config, 8 running, engine events at a realistic rate.
 
-    .venv/bin/python scripts/bench_tui.py [--seconds 10] [--exports 1000] [--running 4] [--batches-per-s 50]
+    .venv/bin/python scripts/bench_tui.py [--seconds 10] [--exports 1000] [--running 8] [--batches-per-s 50]
 
 The app runs headless at 160x48 with its real 4 Hz refresh. A feeder thread plays the runner: ExportStarted, then
 BatchWritten at --batches-per-s per running export and a ChunkFinished every second, all through the same
-EventBridge the runner uses. Measured on the UI thread:
-  flush   the 4 Hz tick: diff the model, update_cell on changed cells inside batch_update
+feed the runner uses (rivet_tui/feed.py). Measured on the UI thread:
+  flush   the 4 Hz tick: apply the drained events, diff the model, patch changed cells inside batch_update
   paint   the compositor update that follows, plus turning it into terminal escape codes (headless mode skips
           the write; we render the segments anyway so the cost is counted)
   frame   flush + the paint it caused
@@ -33,7 +33,6 @@ from engine import events as ev  # noqa: E402
 from engine.config import load_config  # noqa: E402
 from engine.state.store import StateStore  # noqa: E402
 from rivet_tui.app import RivetApp  # noqa: E402
-from rivet_tui.screens.exports import ExportsScreen  # noqa: E402
 
 MODES = ("full", "incremental", "chunked", "time_window")
 EXTRA = {"full": "", "incremental": 'cursor_column = "id"\n', "chunked": 'chunk_column = "id"\nchunk_size = 1000\n',
@@ -61,11 +60,11 @@ class Meter:
 
     def install(self) -> None:
         meter = self
-        flush, update, display = ExportsScreen.flush, Screen._on_timer_update, App._display
+        flush, update, display = RivetApp.tick, Screen._on_timer_update, App._display
 
-        def timed_flush(screen):
+        def timed_flush(app):
             t = time.perf_counter()
-            flush(screen)
+            flush(app)
             dt = time.perf_counter() - t
             meter.flush.append(dt)
             meter._pending_flush = dt
@@ -85,11 +84,11 @@ class Meter:
                 renderable.render_segments(app.console)   # what a real terminal would be sent
             display(app, screen, renderable)
 
-        ExportsScreen.flush, Screen._on_timer_update, App._display = timed_flush, timed_update, rendering_display
+        RivetApp.tick, Screen._on_timer_update, App._display = timed_flush, timed_update, rendering_display
 
 
 def feeder(app: RivetApp, names: list[str], stop: threading.Event, batches_per_s: float, counter: list[int]) -> None:
-    emit = app.bridge
+    emit = app.feed
     runs = {n: f"20260418T120000Z-{i:06x}" for i, n in enumerate(names)}
     for n in names:
         mode = app.config.export(n).mode
@@ -161,7 +160,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--exports", type=int, default=1000)
-    p.add_argument("--running", type=int, default=4)
+    p.add_argument("--running", type=int, default=8)
     p.add_argument("--batches-per-s", type=float, default=50, help="BatchWritten events per running export")
     asyncio.run(bench(p.parse_args()))
 

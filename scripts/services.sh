@@ -2,7 +2,8 @@
 # Make the two database servers the tests need available, installing and starting them only when needed:
 #   PostgreSQL  127.0.0.1:5432, user postgres, trust auth
 #   MariaDB     127.0.0.1:3306, user root, no password over TCP
-# plus tmux (the TUI smoke test drives a real terminal).
+# plus tmux (the TUI smoke test drives a real terminal) and chromium + chromium-driver (the `rivet serve` test drives
+# a real browser with Selenium).
 #
 # A server that already answers as above is left alone: never stopped, never reconfigured. Authentication is only
 # changed on a server this script installed or started itself. When RIVET_SERVICES_RECORD names a file, the servers
@@ -120,6 +121,7 @@ stop_recorded() {
 case "${1:-start}" in
   start)
     command -v tmux >/dev/null || apt_install tmux
+    { command -v chromium && command -v chromedriver; } >/dev/null || apt_install chromium chromium-driver
     postgres_up
     mariadb_up
     log "PostgreSQL 127.0.0.1:$PG_PORT and MariaDB 127.0.0.1:$MY_PORT are up"
