@@ -74,9 +74,10 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
         return RivetError("RIVET_SOURCE_LOCKED", f"{msg} (another session is waiting to rewrite, truncate or drop "
                           "a table this export reads)", "rerun when that statement has finished; rivet exits 2 so a "
                           "scheduler can retry", ExitClass.TRANSIENT)
-    if isinstance(exc, duckdb.InterruptException):
+    if isinstance(exc, duckdb.InterruptException) or raw.startswith("INTERRUPT Error"):
         # rivet never reports an interrupt it asked for (prefetch keeps the writer's error): DuckDB cancelled its
-        # parallel scan because one of its threads failed, and may report this instead of that cause
+        # parallel scan because one of its threads failed, and may report this instead of that cause (the Arrow
+        # stream of a running read re-raises it as an OSError with the same text)
         return RivetError("RIVET_SOURCE_CONNECTION_LOST", f"{msg} (DuckDB stopped its scan after a failure in "
                           "another of its threads, most often a lost connection)",
                           "transient: rivet retries it; rerun if retries ran out", ExitClass.TRANSIENT, transient=True)

@@ -338,6 +338,9 @@ def test_a_scan_duckdb_interrupted_itself_is_retried_not_blamed_on_the_sql():
     in tests/reliability/test_connection_faults.py). Rivet never reports an interrupt it asked for, so this one is
     a lost connection: transient and retried, not "check the SQL" with exit 1."""
     from engine.sources.postgres import classify
-    err = classify(duckdb.InterruptException("INTERRUPT Error: Interrupted!"), "postgres 127.0.0.1:5432/db")
-    assert (err.code, err.exit_class, err.transient) == ("RIVET_SOURCE_CONNECTION_LOST", ExitClass.TRANSIENT, True)
-    assert "lost connection" in err.message
+    # as DuckDB raises it, and as the Arrow stream of a running read re-raises it (an OSError with the same text)
+    for exc in (duckdb.InterruptException("INTERRUPT Error: Interrupted!"), OSError("INTERRUPT Error: Interrupted!")):
+        err = classify(exc, "postgres 127.0.0.1:5432/db")
+        assert (err.code, err.exit_class, err.transient) == ("RIVET_SOURCE_CONNECTION_LOST", ExitClass.TRANSIENT,
+                                                             True), type(exc)
+        assert "lost connection" in err.message
