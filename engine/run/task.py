@@ -51,14 +51,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def prefetch(batches: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
-    """Pull items on a helper thread so reading the source overlaps writing the part (both release the GIL).
+def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD) -> Iterator[T]:
+    """Pull items on helper threads so reading the source overlaps writing the part (both release the GIL).
 
-    No hand-over ever waits without watching the other side: the reader puts with a timeout and stops when the
-    writer has gone (a full disk, an error, a cancel), the writer gets with a timeout and notices a reader that
-    died without a word. When the writer stops first, the reader is interrupted if the source supports it
-    (`interrupt()`), and the writer waits at most JOIN_S for it."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
+    `batches` is one stream, or a list of streams read side by side (a window split into sub-windows): items come
+    in the order they arrive; the whole ends when every stream has ended, and fails on the first error.
+
+    No hand-over ever waits without watching the other side: a reader puts with a timeout and stops when the
+    writer has gone (a full disk, an error, a cancel), the writer gets with a timeout and notices readers that
+    died without a word. When the writer stops first, the readers are interrupted if the source supports it
+    (`interrupt()`), and the writer waits at most JOIN_S for them."""
+    streams = list(batches) if isinstance(batches, list) else [batches]
+    q: queue.Queue = queue.Queue(maxsize=depth * len(streams))
     stop = threading.Event()
     done = object()
 
@@ -71,44 +75,50 @@ def prefetch(batches: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
                 continue
         return False
 
-    def pump() -> None:
+    def pump(stream: Iterable[T]) -> None:
         try:
-            for b in batches:
+            for b in stream:
                 if not put(b):
                     return
             put(done)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             put(e)
         finally:
-            close = getattr(batches, "close", None)
+            close = getattr(stream, "close", None)
             if close is not None:
                 close()
 
-    reader = threading.Thread(target=pump, name="rivet-read", daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=pump, args=(s,), name="rivet-read", daemon=True) for s in streams]
+    for r in readers:
+        r.start()
     try:
-        while True:
+        ended = 0
+        while ended < len(streams):
             try:
                 item = q.get(timeout=POLL_S)
             except queue.Empty:
-                if not reader.is_alive() and q.empty():
+                if not any(r.is_alive() for r in readers) and q.empty():
                     raise RivetError("RIVET_SOURCE_READER_LOST", "the source reader stopped without a result",
                                      "this is a bug in rivet; rerun with RIVET_DEBUG=1", ExitClass.INTERNAL)
                 continue
             if item is done:
-                return
+                ended += 1
+                continue
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.set()
-        interrupt = getattr(batches, "interrupt", None)
-        if interrupt is not None and reader.is_alive():
-            try:
-                interrupt()
-            except Exception:  # noqa: BLE001 - the reader closed its connection meanwhile: nothing left to stop
-                pass
-        reader.join(JOIN_S)
+        for stream, reader in zip(streams, readers):
+            interrupt = getattr(stream, "interrupt", None)
+            if interrupt is not None and reader.is_alive():
+                try:
+                    interrupt()
+                except Exception:  # noqa: BLE001 - the reader closed its connection meanwhile: nothing left to stop
+                    pass
+        deadline = time.monotonic() + JOIN_S
+        for reader in readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
 
 
 def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
@@ -160,8 +170,9 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, des
         with open_source(source_cfg, exp.tuning) as src:
             emit(ev.PhaseChanged(exp.name, plan.run_id, "reading"))
             writing = False
-            for batch in prefetch(src.read(task.sql, plan.read_schema, plan.batch_rows, task.scan_table,
-                                           budget=budget)):
+            streams = [src.read(sql, plan.read_schema, plan.batch_rows, task.scan_table, budget=budget)
+                       for sql in task.split or (task.sql,)]
+            for batch in prefetch(streams if len(streams) > 1 else streams[0]):
                 if stop is not None and stop.is_set():
                     raise stopped_error()
                 if guards:

@@ -51,6 +51,9 @@ class BatchStream:
 
 class Source(ABC):
     engine: str               # "postgres" | "mysql" | "mssql"
+    # how many reads of one chunk window side by side pay off (its sub-windows, engine/planner.py split_window):
+    # 1 where a second stream only competes for the same client CPU
+    concurrent_reads: int = 1
 
     def __init__(self, cfg: SourceConfig, tuning: Tuning):
         self.cfg = cfg

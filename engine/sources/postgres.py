@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -174,6 +175,9 @@ def _conninfo(url: str, statement_timeout_s: int, connect_timeout_s: int, tls: t
 
 class PostgresSource(Source):
     engine = "postgres"
+    # one server backend streams one result at about the speed of one core: a window read as one stream per core
+    # keeps pace with the parallel table scan of a full export
+    concurrent_reads = os.cpu_count() or 1
 
     def __init__(self, cfg: SourceConfig, tuning: Tuning):
         super().__init__(cfg, tuning)

@@ -92,3 +92,39 @@ def test_reader_is_closed_and_interrupted_when_the_writer_stops():
 
 def test_all_items_arrive_in_order():
     assert list(prefetch(range(1000), depth=3)) == list(range(1000))
+
+
+def test_streams_read_side_by_side_deliver_every_item_once():
+    merged = list(prefetch([iter(range(0, 500)), iter(range(500, 1000)), iter(())], depth=2))
+    assert sorted(merged) == list(range(1000))
+
+
+def test_one_failing_stream_of_several_fails_the_read_and_stops_the_others():
+    class Endless:
+        """A sub-window still reading when its sibling fails: it must be interrupted, not left running."""
+        def __init__(self):
+            self.interrupted = threading.Event()
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            if self.interrupted.wait(0.01):
+                raise StopIteration
+            return 1
+
+        def interrupt(self):
+            self.interrupted.set()
+
+    def failing():
+        yield 1
+        raise RivetError("RIVET_SOURCE_QUERY", "sub-window 2 failed", "")
+
+    other = Endless()
+
+    def run():
+        with pytest.raises(RivetError, match="sub-window 2 failed"):
+            for _ in prefetch([other, failing()]):
+                pass
+    assert finishes(run, 20)
+    assert other.interrupted.is_set()
