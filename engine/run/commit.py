@@ -16,6 +16,7 @@ destination holds (docs/architecture.md, "Commit order"):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,7 +31,7 @@ from engine.manifest import (MANIFEST, SUCCESS, build_manifest, manifest_bytes, 
 from engine.planner import ExportPlan, cursor_text
 from engine.secrets import redact
 from engine.state import StateStore
-from engine.state.rows import FileLogRow
+from engine.state.rows import LoggedPart
 
 
 def iso(dt: datetime) -> str:
@@ -50,7 +51,7 @@ class RunCommit:
     manifest_id: str | None = None          # the immutable manifest's id (default: the run id; a repair has its own)
     chunk_run_note: dict = field(default_factory=dict)     # extra "chunk_run" fields for the manifest
     advance_cursor: bool = True             # False: certify the parts but keep the cursor (stdout without --force)
-    files: list[FileLogRow] | None = None   # the run's file log rows, when the caller has just read them
+    files: Sequence[LoggedPart] | None = None   # the run's file log rows, when the caller has them at hand
     manifest_extra: dict = field(default_factory=dict)    # guardrails: "quality", "meta_columns" sections
     part_extra: dict = field(default_factory=dict)        # guardrails: part path → extra fields of its entry
     max_bytes: dict = field(default_factory=dict)         # layouts: text/binary column → largest value written

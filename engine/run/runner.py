@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from contextlib import nullcontext
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,6 +36,7 @@ from engine.run.task import STOPPED, TaskResult, stopped_error
 from engine.secrets import redact
 from engine.sources import Source, open_source
 from engine.state import StateStore
+from engine.state.rows import LoggedPart
 
 JOURNALED = (ev.ExportStarted, ev.ChunkStarted, ev.ChunkFinished, ev.PartCommitted, ev.Retrying, ev.Warned,
              ev.ExportFinished)
@@ -283,6 +285,7 @@ class Runner:
         exp, store = plan.export, self.store
         checkpointed = exp.mode == "chunked" and exp.chunk_checkpoint and repair is None
         failures: list[RivetError] = []
+        logged: list[LoggedPart] = []
         cursor_max = None
         max_bytes: dict[str, int] = {}   # shape drift (engine/layouts.py)
         if repair is not None:   # what the windows hold now, before this run adds parts to them
@@ -310,6 +313,8 @@ class Runner:
                                        part.content_hash, tr.index, exp.format, exp.compression)
                     if tr.index is not None and checkpointed:
                         store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
+                logged += [LoggedPart(path=p.name, rows=p.rows, size_bytes=p.size_bytes, content_hash=p.content_hash,
+                                      chunk_index=tr.index, status="committed") for p in tr.parts]
                 fault("after_file_log")
                 result.parts += [p.name for p in tr.parts]
                 result.rows += tr.rows
@@ -322,7 +327,9 @@ class Runner:
                 store.reset_running(plan.run_id)   # stopped chunks are to do again, their attempt not counted
             raise stopped_error()
 
-        files = store.files(exp.name, run_id=plan.run_id)
+        # a run that resumed or repairs a chunk run also has parts logged by earlier processes: read them all back;
+        # a fresh run's file log is exactly what this loop logged (one read less per export)
+        files: Sequence[LoggedPart] = store.files(exp.name, run_id=plan.run_id) if plan.resumed or repair else logged
         live = [f for f in files if f.get("status", "committed") == "committed"]
         if repair is None:
             result.files = len(live)

@@ -44,6 +44,16 @@ class ChunkTaskRow(TypedDict):
     finished_at: str | None
 
 
+class LoggedPart(TypedDict):
+    """What a run's manifest and guardrails need of a file log row (a FileLogRow has all of it)."""
+    path: str
+    rows: int
+    size_bytes: int
+    content_hash: str | None
+    chunk_index: int | None
+    status: str
+
+
 class FileLogRow(TypedDict):
     id: int
     export_name: str
