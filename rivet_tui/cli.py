@@ -659,12 +659,12 @@ def entry() -> None:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
             raise
+        atexit._run_exitfuncs()   # what the normal exit would run first (logging's flush among them)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):   # a closed pipe (`rivet … | head`): nothing left to deliver
                 pass
-        atexit._run_exitfuncs()
         os._exit(code)
 
 

@@ -61,7 +61,7 @@ def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD) 
     writer has gone (a full disk, an error, a cancel), the writer gets with a timeout and notices readers that
     died without a word. When the writer stops first, the readers are interrupted if the source supports it
     (`interrupt()`), and the writer waits at most JOIN_S for them."""
-    streams = list(batches) if isinstance(batches, list) else [batches]
+    streams = batches if isinstance(batches, list) else [batches]
     q: queue.Queue = queue.Queue(maxsize=depth * len(streams))
     stop = threading.Event()
     done = object()
@@ -172,7 +172,7 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, des
             writing = False
             streams = [src.read(sql, plan.read_schema, plan.batch_rows, task.scan_table, budget=budget)
                        for sql in task.split or (task.sql,)]
-            for batch in prefetch(streams if len(streams) > 1 else streams[0]):
+            for batch in prefetch(streams):
                 if stop is not None and stop.is_set():
                     raise stopped_error()
                 if guards:

@@ -10,7 +10,7 @@ from tests.helpers import ROOT
 SCRIPT = """
 import atexit, sys, threading, time
 from rivet_tui.cli import entry
-atexit.register(lambda: print("atexit ran", flush=True))
+atexit.register(lambda: print("atexit ran"))   # not flushed by itself: the quick exit must
 if "--with-thread" in sys.argv:
     sys.argv.remove("--with-thread")
     threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished", flush=True))).start()
