@@ -34,7 +34,7 @@ from engine.run.commit import RunCommit, certify, iso
 from engine.run.executors import Executor, make_executor
 from engine.run.task import STOPPED, TaskResult, stopped_error
 from engine.secrets import redact
-from engine.sources import Source, open_source
+from engine.sources import LOCKED, Source, open_source
 from engine.state import StateStore
 from engine.state.rows import LoggedPart
 
@@ -285,6 +285,7 @@ class Runner:
         exp, store = plan.export, self.store
         checkpointed = exp.mode == "chunked" and exp.chunk_checkpoint and repair is None
         failures: list[RivetError] = []
+        not_started = 0
         logged: list[LoggedPart] = []
         cursor_max = None
         max_bytes: dict[str, int] = {}   # shape drift (engine/layouts.py)
@@ -297,15 +298,19 @@ class Runner:
         spent: dict[int | None, int] = (   # looked up by task index: None for the one task of other modes
             {t["chunk_index"]: t["attempts"] or 0 for t in store.chunk_tasks(plan.run_id)} if checkpointed else {})
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
-            futures: list[Future] = [pool.submit(self._attempt_task, t, plan, dest, checkpointed,
+            locked = threading.Event()
+            futures: list[Future] = [pool.submit(self._attempt_task, t, plan, dest, checkpointed, locked,
                                                  spent.get(t.index, 0)) for t in plan.tasks]
             for fut in as_completed(futures):
                 try:
-                    tr: TaskResult = fut.result()
+                    tr: TaskResult | None = fut.result()
                 except RivetError as e:
                     failures.append(e)
                     if exp.mode != "chunked":
                         raise
+                    continue
+                if tr is None:   # not started: a rewrite is queued behind the export (_attempt_task)
+                    not_started += 1
                     continue
                 with store.batch():   # one state transaction per finished task
                     for part in tr.parts:   # file-log row only after the part is durable in the destination
@@ -378,17 +383,26 @@ class Runner:
             raise gate_error
         if failures:
             first = failures[0]
-            raise RivetError(first.code, f"export {exp.name!r}: {len(failures)} of {len(plan.tasks)} chunks failed; "
-                             f"first: {first.message}", first.hint or "rerun `rivet run` to retry the failed chunks",
-                             first.exit_class, first.transient)
+            skipped = f", {not_started} not started" if not_started else ""
+            raise RivetError(first.code, f"export {exp.name!r}: {len(failures)} of {len(plan.tasks)} chunks "
+                             f"failed{skipped}; first: {first.message}",
+                             first.hint or "rerun `rivet run` to retry the failed chunks", first.exit_class,
+                             first.transient)
         if dest.kind == "stdout" and not self.options.force and exp.mode == "incremental" and cursor_max is not None:
             result.warnings.append("stdout destination: the cursor was not advanced (add --force to advance it)")
         result.status = "succeeded"
 
     def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest: Destination, checkpointed: bool,
-                      spent: int = 0) -> TaskResult:
+                      locked: threading.Event, spent: int = 0) -> TaskResult | None:
         """Retry transient failures with exponential backoff. Chunk tries are recorded in state and capped by
-        chunk_max_attempts (so a crash does not reset the count); other tasks get max_retries retries."""
+        chunk_max_attempts (so a crash does not reset the count); other tasks get max_retries retries.
+
+        Once a task of the export failed with LOCKED, the tasks after it return None without starting: a rewrite
+        waits behind the export's guard and every read queues behind the rewrite, so each would wait out the read
+        lock timeout, holding up the rewrite and every query queued behind it, only to fail the same way (with
+        1,000 chunks: hours). Their chunks stay pending for the next run."""
+        if locked.is_set():
+            return None
         exp = plan.export
         chunk = task.index if checkpointed else None   # state counts the tries of a checkpointed chunk only
         limit = exp.chunk_max_attempts if chunk is not None else exp.tuning.max_retries + 1
@@ -417,6 +431,8 @@ class Runner:
                 err = e if isinstance(e, RivetError) else internal(e)
                 if err.code == STOPPED:
                     raise err from e     # left running: reset to pending when the run stops
+                if err.code == LOCKED:
+                    locked.set()
                 if chunk is not None:
                     self.store.fail_task(plan.run_id, chunk, redact(err.message))
                 if task.index is not None:

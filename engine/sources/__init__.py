@@ -6,7 +6,7 @@ scanners (the measured fast path); native drivers do introspection, counts and s
 from __future__ import annotations
 
 from engine.config import SourceConfig, Tuning
-from engine.sources.base import Source, SourceColumn  # noqa: F401
+from engine.sources.base import LOCKED, Source, SourceColumn  # noqa: F401
 
 
 def open_source(cfg: SourceConfig, tuning: Tuning | None = None) -> Source:

@@ -27,6 +27,11 @@ class Relation:
     query: str | None = None
 
 
+# A read queued behind DDL that waits for the export's own guard (PostgreSQL): every later read of the export would
+# wait and fail the same way, so the runner stops starting chunks (engine/run/runner.py).
+LOCKED = "RIVET_SOURCE_LOCKED"
+
+
 class BatchStream:
     """Record batches from a read that another thread may interrupt: the task's writer stops a reader that sits in
     a network read when the write side fails (engine/run/task.py `prefetch`)."""

@@ -25,7 +25,7 @@ from engine.config import SourceConfig, Tuning
 from engine.errors import ExitClass, RivetError
 from engine.layouts import DUCKDB_PIECE_ROWS, BatchBudget, regroup
 from engine.secrets import redact, register
-from engine.sources.base import BatchStream, Relation, Source, SourceColumn
+from engine.sources.base import LOCKED, BatchStream, Relation, Source, SourceColumn
 from engine.sql import QUERY_ALIAS, PostgresDialect, strip_query
 from engine.types import GUARD_MARKER, NATIVE_TYPE_KEY, override_hint
 
@@ -44,7 +44,7 @@ _TRANSIENT_TEXT = ("server closed the connection", "terminating connection", "co
                    "could not receive data", "could not send data", "connection to server was lost", "eof detected",
                    "too many clients", "remaining connection slots", "deadlock detected",
                    "could not serialize access", "the database system is", "broken pipe", "no connection to the server")
-READ_LOCK_TIMEOUT_MS = 10_000
+READ_LOCK_TIMEOUT_MS = 2_000   # a read waiting on a lock means DDL queued behind the guard: waiting cannot help
 GUARD_WAIT_S = 600        # the guard's lock wait when statement_timeout_s is 0 (no timeout): still bounded
 _UNREACHABLE_TEXT = ("connection refused", "timeout expired", "could not translate host name", "no route to host",
                      "network is unreachable", "could not connect", "name or service not known", "timed out")
@@ -72,7 +72,7 @@ def classify(exc: BaseException, where: str, connecting: bool = False) -> RivetE
         return RivetError("RIVET_SOURCE_NO_SUCH_TABLE", msg, "check the table name (schema.table) and the search_path")
     if state == "55P03" or "lock timeout" in text:
         # not retried inside the run: the lock is wanted by DDL queued behind rivet's own guard (hold_relation)
-        return RivetError("RIVET_SOURCE_LOCKED", f"{msg} (another session is waiting to rewrite, truncate or drop "
+        return RivetError(LOCKED, f"{msg} (another session is waiting to rewrite, truncate or drop "
                           "a table this export reads)", "rerun when that statement has finished; rivet exits 2 so a "
                           "scheduler can retry", ExitClass.TRANSIENT)
     if isinstance(exc, duckdb.InterruptException) or raw.startswith("INTERRUPT Error"):
@@ -203,7 +203,8 @@ class PostgresSource(Source):
         """libpq conninfo with rivet's session settings. `reading`: the connections that read rows also get a short
         lock_timeout. While rivet holds its guard (hold_relation) a read waits for a lock only when a DDL statement
         (ALTER/TRUNCATE/VACUUM FULL) queued for an ACCESS EXCLUSIVE lock behind that guard: waiting longer cannot
-        help, so the export fails at once (RIVET_SOURCE_LOCKED) and releases the guard."""
+        help, so the read fails after READ_LOCK_TIMEOUT_MS (RIVET_SOURCE_LOCKED), the export starts no further chunk,
+        and it ends and releases the guard."""
         return _conninfo(self.cfg.url, self.tuning.statement_timeout_s, self.tuning.connect_timeout_s,
                          tuple(sorted((self.cfg.tls or {}).items())), reading)
 

@@ -4,6 +4,7 @@ what an export reads from before any read until the run is certified (as pg_dump
 every row or fails with exit 2, no _SUCCESS and nothing certified — never "succeeded, 0 rows"."""
 from __future__ import annotations
 
+import json
 import threading
 from types import SimpleNamespace
 
@@ -105,6 +106,12 @@ def test_rewrite_during_a_chunked_run(tmp_path, table):
         assert proc.returncode == 2, err
         assert summary["error"]["code"] == "RIVET_SOURCE_LOCKED", summary
         assert Prefix.of(dest, "rw").success is None        # nothing certified
+        # one chunk finds the rewrite queued behind the export's guard; the chunks not started yet are not tried:
+        # each would wait out the read lock timeout, holding up the rewrite and every query queued behind it, only to
+        # fail the same way (with 1,000 chunks that was hours). They stay pending for the next run.
+        assert "1 of 6 chunks failed" in summary["error"]["error"], summary["error"]["error"]
+        tasks = json.loads(rivet("state", "chunks", "-c", cfg, "-e", "rw", "--json").stdout)["tasks"]
+        assert sorted(t["status"] for t in tasks).count("failed") == 1, tasks
     again = rivet("run", "-c", cfg, "--no-tui", "--json")
     assert again.returncode == 0, again.stderr
     prefix = Prefix.of(dest, "rw")
