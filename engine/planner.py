@@ -336,12 +336,13 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
     def task_sql(lo, hi) -> str:
         return d.select(rel, select_exprs, window_predicate(exp, d, qcol, lo, hi), [])
 
-    ways = max(1, src.concurrent_reads // exp.parallel)
-    rows_per_window = 0
+    def ways(windows: int) -> int:   # sub-windows per window: one per core a chunk may use, if each is big enough
+        big = (plan.rows_estimate or 0) // max(1, windows) >= 2 * SPLIT_MIN_ROWS
+        return max(1, src.concurrent_reads // exp.parallel) if big else 1
 
-    def task(i: int, lo, hi, lo_text: str | None, hi_text: str | None) -> TaskSpec:
-        pieces = split_window(exp, lo, hi, ways) if rows_per_window >= 2 * SPLIT_MIN_ROWS else []
-        return TaskSpec(i, task_sql(lo, hi), lo_text, hi_text, split=tuple(task_sql(a, b) for a, b in pieces))
+    def task(i: int, lo, hi, lo_text: str | None, hi_text: str | None, n: int) -> TaskSpec:
+        return TaskSpec(i, task_sql(lo, hi), lo_text, hi_text,
+                        split=tuple(task_sql(a, b) for a, b in split_window(exp, lo, hi, n)))
 
     if exp.chunk_checkpoint:
         run = store.latest_chunk_run(exp.name)
@@ -351,9 +352,9 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
             plan.chunks_total = len(tasks)
             todo = [t for t in tasks if t["status"] != "completed"]   # running ones died with their process
             plan.chunks_done = plan.chunks_total - len(todo)
-            rows_per_window = (plan.rows_estimate or 0) // max(1, plan.chunks_total)
+            n = ways(plan.chunks_total)
             plan.tasks = [task(t["chunk_index"], parse_bound(t["lo"], col.arrow_type),
-                               parse_bound(t["hi"], col.arrow_type), t["lo"], t["hi"]) for t in todo]
+                               parse_bound(t["hi"], col.arrow_type), t["lo"], t["hi"], n) for t in todo]
             return
         if resume and run and run["status"] == "completed" and not force:
             raise RivetError("RIVET_RUN_PREFIX_COMPLETE", f"export {exp.name!r}: the last chunk run {run['run_id']} "
@@ -370,8 +371,8 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
         plan.chunks_total = len(plan.tasks)
         return
     windows = _windows(exp, src, rel, qcol, col, plan)
-    rows_per_window = (plan.rows_estimate or 0) // max(1, len(windows))
-    plan.tasks = [task(i, lo, hi, cursor_text(lo), cursor_text(hi)) for i, (lo, hi) in enumerate(windows)]
+    n = ways(len(windows))
+    plan.tasks = [task(i, lo, hi, cursor_text(lo), cursor_text(hi), n) for i, (lo, hi) in enumerate(windows)]
     plan.chunks_total = len(plan.tasks)
 
 
