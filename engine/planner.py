@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -63,6 +64,8 @@ class ExportPlan:
     schema_changes: list[str] = field(default_factory=list)
     # the export's schema row in state when planned (certify writes it only when it changed); None: not read
     stored_schema: dict | None = None
+    # whether the export had a state row when planned (False: its first run writes it with one statement, not two)
+    has_state_row: bool | None = None
     warnings: list[str] = field(default_factory=list)
     plan_id: str | None = None              # set when the plan came from a sealed artifact (`rivet apply`)
     settle_horizon: str | None = None       # incremental with settle: rows with a later cursor are held back
@@ -189,7 +192,8 @@ def _plan_hash(exp: ExportConfig, read_schema: pa.Schema, base_sql: str) -> str:
 
 
 def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, resume: bool = False,
-                force: bool = False, run_id: str | None = None) -> ExportPlan:
+                force: bool = False, run_id: str | None = None, stored_rows: Future | None = None) -> ExportPlan:
+    """`stored_rows`: store.read_export_rows(exp.name) started by the caller (else read here)."""
     d = src.dialect
     rel = relation_of(exp)
     _check_keyset_config(exp)
@@ -202,9 +206,10 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
     read_fields = list(write_schema)
     plan = ExportPlan(exp, run_id or new_run_id(), rel, mappings, write_schema, write_schema, [], 0)
     plan.rows_estimate = src.estimate_rows(rel)
-    stored = store.get_schema(exp.name)
+    stored, state = stored_rows.result() if stored_rows is not None else store.export_rows(exp.name)
     plan.schema_changes = schema_changes(stored["columns"] if stored else None, mappings)
     plan.stored_schema = dict(stored) if stored else {}
+    plan.has_state_row = state is not None
     where: list[str] = []
     order_by: list[str] = []
 
@@ -221,7 +226,6 @@ def plan_export(exp: ExportConfig, src: Source, store, *, strict: bool = False, 
             plan.cursor_column = cur.name
         plan.cursor_expr = expr
         plan.cursor_identity = cursor_identity_for(exp)
-        state = store.get_export_state(exp.name)
         if state and state.get("last_cursor_value") is not None:
             if state.get("cursor_identity") and state["cursor_identity"] != plan.cursor_identity:
                 raise RivetError(

@@ -112,12 +112,14 @@ def certify(store: StateStore, source_engine: str, c: RunCommit, emit: ev.Emit) 
         if moves_cursor:
             cursor = cursor_text(c.cursor_max)
             assert cursor is not None   # moves_cursor: cursor_max is not None
-            store.set_cursor(exp.name, cursor, exp.cursor_column, plan.cursor_identity, plan.run_id)
-        if columns != stored.get("columns") or fingerprint != stored.get("fingerprint"):
-            store.set_schema(exp.name, columns, fingerprint)   # unchanged on most reruns: one statement less
+            store.set_cursor(exp.name, cursor, exp.cursor_column, plan.cursor_identity, plan.run_id,
+                             new=plan.has_state_row is False)
+        if columns != stored.get("columns") or fingerprint != stored.get("fingerprint"):   # unchanged on most reruns
+            store.set_schema(exp.name, columns, fingerprint, new=not stored)
         if exp.mode == "chunked" and exp.chunk_checkpoint:
             store.finish_chunk_run(plan.run_id, "completed")
     if moves_cursor:
+        plan.has_state_row = True
         fault("after_cursor")
     warnings = _record_committed(store, plan, c.cursor_max if moves_cursor else None)
     fault("after_progression")

@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from contextlib import nullcontext
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +36,7 @@ from engine.run.task import STOPPED, TaskResult, stopped_error
 from engine.secrets import redact
 from engine.sources import LOCKED, Source, open_source
 from engine.state import StateStore
+from engine.state.store import ExportRows
 from engine.state.rows import LoggedPart
 
 JOURNALED = (ev.ExportStarted, ev.ChunkStarted, ev.ChunkFinished, ev.PartCommitted, ev.Retrying, ev.Warned,
@@ -149,11 +150,13 @@ class Runner:
         try:
             lock = nullcontext() if locked else export_lock(self.config.state_path, exp.name, self.options.lock_wait_s)
             with lock:
+                # the planner's state read, started now: it waits for the writer while the source connects
+                stored_rows = self.store.read_export_rows(exp.name) if plan is None and repair is None else None
                 self.emit(ev.PhaseChanged(exp.name, run_id or "-", "connecting"))
                 with open_source(self.config.source, exp.tuning) as src, src.hold(relation_of(exp)):
                     if plan is None:
                         self.emit(ev.PhaseChanged(exp.name, "-", "planning"))
-                        plan = self._plan(exp, src, repair)
+                        plan = self._plan(exp, src, repair, stored_rows)
                     run_id = result.run_id = plan.run_id
                     self._run_plan(plan, src, started, result, repair)
                 if plan.plan_id and result.status in ("succeeded", "skipped"):   # re-applying is then a no-op
@@ -178,7 +181,10 @@ class Runner:
                     files=result.files, bytes=result.bytes, retries=result.retries,
                     error_code=failure.code if failure else None,
                     error_message=failure.message if failure else None)
-                self.store.set_last_run(exp.name, run_id or "-", result.status)
+                self.store.set_last_run(exp.name, run_id or "-", result.status,
+                                        new=plan is not None and plan.has_state_row is False)
+            if plan is not None:
+                plan.has_state_row = True
         except RivetError as e:
             result.error = result.error or e
         # -- guardrails hook: [notifications] (engine/guardrails.py); a failed delivery is a warning, never a failure
@@ -199,7 +205,8 @@ class Runner:
                                     result.error.to_dict() if result.error else None))
         return result
 
-    def _plan(self, exp: ExportConfig, src: Source, repair: Repair | None) -> ExportPlan:
+    def _plan(self, exp: ExportConfig, src: Source, repair: Repair | None,
+              stored_rows: Future[ExportRows] | None = None) -> ExportPlan:
         o = self.options
         if repair is not None:
             latest = self.store.latest_chunk_run(exp.name)
@@ -208,7 +215,8 @@ class Runner:
                                  f"longer the latest ({latest['run_id'] if latest else 'none'})",
                                  f"reconcile again: `rivet reconcile -e {exp.name}`", ExitClass.REFUSED)
             return plan_windows(exp, src, self.store, repair.run_id, repair.chunk_column, list(repair.windows))
-        plan = plan_export(exp, src, self.store, strict=o.strict, resume=o.resume, force=o.force)
+        plan = plan_export(exp, src, self.store, strict=o.strict, resume=o.resume, force=o.force,
+                           stored_rows=stored_rows)
         lost = self._reopen_lost_chunks(plan) if plan.resumed else None
         if lost:   # plan again: the reopened chunks are to do
             plan = plan_export(exp, src, self.store, strict=o.strict, resume=o.resume, force=o.force)
@@ -297,36 +305,32 @@ class Runner:
         # each `rivet run` gives a failed chunk a fresh budget of chunk_max_attempts tries beyond those spent
         spent: dict[int | None, int] = (   # looked up by task index: None for the one task of other modes
             {t["chunk_index"]: t["attempts"] or 0 for t in store.chunk_tasks(plan.run_id)} if checkpointed else {})
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
-            locked = threading.Event()
-            futures: list[Future] = [pool.submit(self._attempt_task, t, plan, dest, checkpointed, locked,
-                                                 spent.get(t.index, 0)) for t in plan.tasks]
-            for fut in as_completed(futures):
-                try:
-                    tr: TaskResult | None = fut.result()
-                except RivetError as e:
-                    failures.append(e)
-                    if exp.mode != "chunked":
-                        raise
-                    continue
-                if tr is None:   # not started: a rewrite is queued behind the export (_attempt_task)
-                    not_started += 1
-                    continue
-                with store.batch():   # one state transaction per finished task
-                    for part in tr.parts:   # file-log row only after the part is durable in the destination
-                        store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes,
-                                       part.content_hash, tr.index, exp.format, exp.compression)
-                    if tr.index is not None and checkpointed:
-                        store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
-                logged += [LoggedPart(path=p.name, rows=p.rows, size_bytes=p.size_bytes, content_hash=p.content_hash,
-                                      chunk_index=tr.index, status="committed") for p in tr.parts]
-                fault("after_file_log")
-                result.parts += [p.name for p in tr.parts]
-                result.rows += tr.rows
-                result.retries += tr.retries
-                if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
-                    cursor_max = tr.cursor_max
-                layouts.merge_max(max_bytes, tr.max_bytes)
+        for fut in self._task_outcomes(plan, dest, checkpointed, spent, parallel):
+            try:
+                tr: TaskResult | None = fut.result()
+            except RivetError as e:
+                failures.append(e)
+                if exp.mode != "chunked":
+                    raise
+                continue
+            if tr is None:   # not started: a rewrite is queued behind the export (_attempt_task)
+                not_started += 1
+                continue
+            with store.batch():   # one state transaction per finished task
+                for part in tr.parts:   # file-log row only after the part is durable in the destination
+                    store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes,
+                                   part.content_hash, tr.index, exp.format, exp.compression)
+                if tr.index is not None and checkpointed:
+                    store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
+            logged += [LoggedPart(path=p.name, rows=p.rows, size_bytes=p.size_bytes, content_hash=p.content_hash,
+                                  chunk_index=tr.index, status="committed") for p in tr.parts]
+            fault("after_file_log")
+            result.parts += [p.name for p in tr.parts]
+            result.rows += tr.rows
+            result.retries += tr.retries
+            if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
+                cursor_max = tr.cursor_max
+            layouts.merge_max(max_bytes, tr.max_bytes)
         if any(e.code == STOPPED for e in failures) or self.cancelled.is_set():
             if checkpointed:
                 store.reset_running(plan.run_id)   # stopped chunks are to do again, their attempt not counted
@@ -391,6 +395,26 @@ class Runner:
         if dest.kind == "stdout" and not self.options.force and exp.mode == "incremental" and cursor_max is not None:
             result.warnings.append("stdout destination: the cursor was not advanced (add --force to advance it)")
         result.status = "succeeded"
+
+    def _task_outcomes(self, plan: ExportPlan, dest: Destination, checkpointed: bool, spent: dict[int | None, int],
+                       parallel: int) -> Iterator[Future[TaskResult | None]]:
+        """Each task's outcome as it completes. With parallel = 1 the tasks run one by one in this thread: a pool
+        would add a thread and two hand-overs to every export, and most exports are one small task."""
+        locked = threading.Event()
+
+        def attempt(task: TaskSpec) -> TaskResult | None:
+            return self._attempt_task(task, plan, dest, checkpointed, locked, spent.get(task.index, 0))
+        if parallel > 1:
+            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
+                yield from as_completed([pool.submit(attempt, t) for t in plan.tasks])
+            return
+        for task in plan.tasks:
+            outcome: Future[TaskResult | None] = Future()
+            try:
+                outcome.set_result(attempt(task))
+            except Exception as e:   # noqa: BLE001 - raised again by outcome.result(), as a pool's future would
+                outcome.set_exception(e)
+            yield outcome
 
     def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest: Destination, checkpointed: bool,
                       locked: threading.Event, spent: int = 0) -> TaskResult | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, Unpack, cast
@@ -38,6 +39,7 @@ from engine.state.writer import StateWriter, corrupt, writer_for
 
 T = TypeVar("T")
 Con = duckdb.DuckDBPyConnection
+ExportRows = tuple[ExportSchemaRow | None, ExportStateRow | None]   # StateStore.export_rows
 
 TASK_STATUSES = ("pending", "running", "completed", "failed")
 RUN_STATUSES = ("in_progress", "completed", "failed")
@@ -92,16 +94,26 @@ def _count(con: Con, sql: str, params: Sequence[Any] = ()) -> int:
     return int(row[0]) if row else 0
 
 
-def _upsert(con: Con, table: str, name: str, **values: Any) -> None:
+def _upsert(con: Con, table: str, name: str, new: bool = False, **values: Any) -> None:
     """Set columns of the row keyed by export_name, creating it when missing.
 
     Not INSERT ... ON CONFLICT DO UPDATE: DuckDB takes ~5x an UPDATE for it (measured ~12-16 ms vs ~1-4 ms);
     an UPDATE, then an INSERT when it changed no row, is safe because only the writer thread writes.
+    `new`: the row was missing when last read (an export's first run), so the INSERT goes first, guarded by NOT
+    EXISTS, and the UPDATE runs only if the row turned up meanwhile: one statement instead of two. Either order is
+    correct whatever the row's state; the hint only picks the cheaper one (each statement the writer thread runs
+    waits for the GIL several times while exports run: docs/state.md, "What things cost").
     """
     sets = ", ".join(f"{column} = ?" for column in values)
-    if not _count(con, f"UPDATE {table} SET {sets} WHERE export_name = ?", [*values.values(), name]):
-        columns = ["export_name", *values]
-        _sql(con, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+    columns = ", ".join(["export_name", *values])
+    update = (f"UPDATE {table} SET {sets} WHERE export_name = ?", [*values.values(), name])
+    if new:
+        if not _count(con, f"INSERT INTO {table} ({columns}) SELECT {', '.join('?' * (len(values) + 1))} "
+                           f"WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE export_name = ?)",
+                      [name, *values.values(), name]):
+            _sql(con, *update)
+    elif not _count(con, *update):
+        _sql(con, f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * (len(values) + 1))})",
              [name, *values.values()])
 
 
@@ -219,6 +231,12 @@ class StateStore:
             raise RuntimeError("StateStore: only writes may be queued in batch(); read before or after it")
         return cast(T, self._writer.call(op, self.lock_wait_s))
 
+    def _read(self, op: Callable[[Con], T]) -> T:
+        """Like _query, for an op that only reads (its group needs no transaction when all its ops read)."""
+        if self._batch_items() is not None:
+            raise RuntimeError("StateStore: only writes may be queued in batch(); read before or after it")
+        return cast(T, self._writer.call(op, self.lock_wait_s, reads_only=True))
+
     def _write(self, op: Callable[[Con], T]) -> T | None:
         """Like _query, but inside a batch() the write joins the batch and returns None."""
         items = self._batch_items()
@@ -228,10 +246,10 @@ class StateStore:
         return cast(T, self._writer.call(op, self.lock_wait_s))
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return self._query(lambda con: _dicts(_sql(con, sql, params)))
+        return self._read(lambda con: _dicts(_sql(con, sql, params)))
 
-    def _upsert(self, table: str, name: str, **values: Any) -> None:
-        self._write(lambda con: _upsert(con, table, name, **values))
+    def _upsert(self, table: str, name: str, new: bool = False, **values: Any) -> None:
+        self._write(lambda con: _upsert(con, table, name, new, **values))
 
     @contextmanager
     def batch(self) -> Iterator[StateStore]:
@@ -273,9 +291,27 @@ class StateStore:
         rows = self._rows("SELECT * FROM export_state WHERE export_name = ?", [name])
         return cast(ExportStateRow, rows[0]) if rows else None
 
-    def set_cursor(self, name: str, value: str, column: str | None, identity: str | None, run_id: str) -> None:
-        """Move the execution cursor (after the data it covers is durable)."""
-        self._upsert("export_state", name, last_cursor_value=None if value is None else str(value),
+    def export_rows(self, name: str) -> ExportRows:
+        """The export's schema row and state row, read in one statement (what the planner reads)."""
+        return self.read_export_rows(name).result()
+
+    def read_export_rows(self, name: str) -> Future[ExportRows]:
+        """export_rows without waiting (.result() waits): the runner starts the read before it connects to the
+        source, so that the wait for the state writer, shared by every export in flight, overlaps the connect."""
+        def op(con: Con) -> ExportRows:
+            found = dict(_sql(con, "SELECT 0, to_json(s) FROM export_schema s WHERE export_name = ? UNION ALL "
+                                   "SELECT 1, to_json(e) FROM export_state e WHERE export_name = ?",
+                              [name, name]).fetchall())
+            schema = cast(ExportSchemaRow | None, json.loads(found[0]) if 0 in found else None)
+            if schema is not None:
+                schema["columns"] = json.loads(cast(str, schema["columns"]))
+            return schema, cast(ExportStateRow | None, json.loads(found[1]) if 1 in found else None)
+        return cast(Future[ExportRows], self._writer.call_soon(op, self.lock_wait_s, reads_only=True))
+
+    def set_cursor(self, name: str, value: str, column: str | None, identity: str | None, run_id: str,
+                   new: bool = False) -> None:
+        """Move the execution cursor (after the data it covers is durable). `new`: no state row when planned."""
+        self._upsert("export_state", name, new, last_cursor_value=None if value is None else str(value),
                      cursor_column=column, cursor_identity=identity, cursor_run_id=run_id, cursor_updated_at=now_iso())
 
     def reset_state(self, name: str) -> bool:
@@ -300,8 +336,9 @@ class StateStore:
         self._upsert("export_state", name, cursor_column=column, cursor_identity=identity,
                      cursor_updated_at=now_iso())
 
-    def set_last_run(self, name: str, run_id: str, status: str) -> None:
-        self._upsert("export_state", name, last_run_id=run_id, last_run_at=now_iso(), last_status=status)
+    def set_last_run(self, name: str, run_id: str, status: str, new: bool = False) -> None:
+        """`new`: the export had no state row when planned (and the run has not written one since)."""
+        self._upsert("export_state", name, new, last_run_id=run_id, last_run_at=now_iso(), last_status=status)
 
     # -- file_log ------------------------------------------------------------------------------------------------
 
@@ -369,8 +406,9 @@ class StateStore:
         rows[0]["columns"] = json.loads(rows[0]["columns"])
         return cast(ExportSchemaRow, rows[0])
 
-    def set_schema(self, name: str, columns: Sequence[dict[str, Any]], fingerprint: str) -> None:
-        self._upsert("export_schema", name, columns=json.dumps(list(columns)), fingerprint=fingerprint,
+    def set_schema(self, name: str, columns: Sequence[dict[str, Any]], fingerprint: str, new: bool = False) -> None:
+        """`new`: the export had no schema row when planned."""
+        self._upsert("export_schema", name, new, columns=json.dumps(list(columns)), fingerprint=fingerprint,
                      updated_at=now_iso())
 
     # -- chunk runs and tasks ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import duckdb
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
@@ -140,6 +140,7 @@ class Unit:
     lock_wait_s: float
     future: Future[Any] | None   # None: nobody waits (journal_async); a failure is dropped
     kind: Kind = "op"
+    reads_only: bool = False     # an op that only reads: a group of such ops runs without a transaction
     deadline: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -187,11 +188,15 @@ class StateWriter:
                                                 daemon=True)
                 self._thread.start()
 
-    def call(self, op: Op, lock_wait_s: float, kind: Kind = "op") -> Any:
+    def call(self, op: Op, lock_wait_s: float, kind: Kind = "op", reads_only: bool = False) -> Any:
         """Run op(con) in the next group; return its result once the group committed (or raise its error)."""
+        return self.call_soon(op, lock_wait_s, kind, reads_only).result()
+
+    def call_soon(self, op: Op, lock_wait_s: float, kind: Kind = "op", reads_only: bool = False) -> Future[Any]:
+        """Like call, without waiting: the future resolves once the group committed."""
         future: Future[Any] = Future()
-        self.submit(Unit(op, lock_wait_s, future, kind))
-        return future.result()
+        self.submit(Unit(op, lock_wait_s, future, kind, reads_only))
+        return future
 
     def append_async(self, key: str, item: Any, write: Callable[[duckdb.DuckDBPyConnection, list[Any]], Any],
                      lock_wait_s: float) -> None:
@@ -296,6 +301,9 @@ class StateWriter:
             for unit in group:
                 unit.fail(exc)
             return
+        if all(unit.reads_only for unit in group):
+            self._run_reads(group)
+            return
         results: list[Any] = []
         try:
             con.begin()
@@ -307,6 +315,21 @@ class StateWriter:
             self._recover(group, len(results), exc)
             return
         for unit, result in zip(group, results):
+            unit.resolve(result)
+
+    def _run_reads(self, group: list[Unit]) -> None:
+        """Reads need no transaction (only this thread writes the file): BEGIN and COMMIT would be two more DuckDB
+        calls, each waiting for the GIL again while exports run. A storage error closes the file, as in _recover."""
+        for i, unit in enumerate(group):
+            try:
+                result = unit.op(cast(duckdb.DuckDBPyConnection, self._con))
+            except Exception as exc:
+                unit.fail(translate(self.path, exc))
+                if isinstance(exc, (duckdb.IOException, duckdb.FatalException)):
+                    self._close(yielded=False)
+                    self._run_group(group[i + 1:])
+                    return
+                continue
             unit.resolve(result)
 
     def _recover(self, group: list[Unit], failed_at: int, exc: Exception) -> None:

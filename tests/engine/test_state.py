@@ -161,6 +161,51 @@ def test_cursor_last_run_accept_and_reset(store):
     assert store.reset_state("never_ran") is False
 
 
+def test_export_rows_reads_schema_and_state_together(store):
+    assert store.export_rows("orders") == (None, None)
+    store.set_schema("orders", [{"name": "id", "type": "int64"}], "fp1")
+    schema, state = store.export_rows("orders")
+    assert schema["columns"] == [{"name": "id", "type": "int64"}] and schema["fingerprint"] == "fp1"
+    assert state is None
+    store.set_last_run("orders", "r1", "succeeded")
+    schema, state = store.read_export_rows("orders").result()
+    assert schema["fingerprint"] == "fp1"
+    assert state == store.get_export_state("orders") and state["last_run_id"] == "r1"
+    assert store.export_rows("other") == (None, None)
+
+
+def test_writes_hinted_new_are_right_whatever_the_row_holds(store):
+    # `new=True` (the row was missing when planned) only changes the order of the statements: a row that turned up
+    # meanwhile is updated, not duplicated and not an error
+    store.set_last_run("orders", "r1", "succeeded", new=True)
+    assert store.get_export_state("orders")["last_run_id"] == "r1"
+    store.set_cursor("orders", "100", "id", "public.orders:id", "r1", new=True)   # the row exists by now
+    store.set_last_run("orders", "r2", "failed", new=True)
+    st = store.get_export_state("orders")
+    assert (st["last_cursor_value"], st["last_run_id"], st["last_status"]) == ("100", "r2", "failed")
+    store.set_schema("orders", [{"name": "id", "type": "int64"}], "fp1", new=True)
+    store.set_schema("orders", [{"name": "id", "type": "int64"}, {"name": "v", "type": "string"}], "fp2", new=True)
+    assert store.get_schema("orders")["fingerprint"] == "fp2"
+    store.close()
+    con = duckdb.connect(str(store.path), read_only=True)
+    try:
+        counts = [con.execute(f"SELECT count(*) FROM {t} WHERE export_name = 'orders'").fetchone()[0]
+                  for t in ("export_state", "export_schema")]
+    finally:
+        con.close()
+    assert counts == [1, 1]
+
+
+def test_a_failing_read_fails_alone(store):
+    store.set_last_run("orders", "r1", "succeeded")
+    with pytest.raises(RivetError) as err:
+        store._rows("SELECT * FROM no_such_table")
+    assert err.value.code == "RIVET_STATE_CORRUPT"
+    assert store.get_export_state("orders")["last_run_id"] == "r1"   # the file stays usable
+    store.set_last_run("orders", "r2", "succeeded")
+    assert store.get_export_state("orders")["last_run_id"] == "r2"
+
+
 # -- file_log ----------------------------------------------------------------------------------------------------
 
 def test_file_log_filters_and_supersede(store):
