@@ -9,7 +9,7 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
-from rich.table import Table
+from rich.cells import cell_len
 from rich.text import Text
 
 from engine import events as ev
@@ -168,16 +168,35 @@ class HeadlessProgress:
                 self._refresh(name, status=f"[{colour}]{event.status}[/]", duration_ms=event.duration_ms)
 
 
-def print_summary(console: Console, results: list[ExportResult], elapsed_s: float, json_errors: bool = False) -> None:
-    table = Table(title=f"rivet run — {len(results)} export(s) in {elapsed_s:.1f}s", title_justify="left",
-                  show_edge=False)
-    for col in ("export", "status", "rows", "files", "bytes", "time", "run id"):
-        table.add_column(col, justify="right" if col in ("rows", "files", "bytes", "time") else "left")
-    for r in results:
+_SUMMARY_COLUMNS = ("export", "status", "rows", "files", "bytes", "time", "run id")
+_RIGHT_ALIGNED = {2, 3, 4, 5}
+
+
+def summary_table(results: list[ExportResult], elapsed_s: float) -> Text:
+    """The run's summary, one line per export, laid out like a rich Table without edges. Formatted here because a
+    rich Table measures every cell: 0.15-0.2 s for 200 exports, paid after the last export has finished."""
+    rows = [(r.name, r.status, human_count(r.rows), str(r.files), human_bytes(r.bytes), human_duration(r.duration_ms),
+             r.run_id or "-") for r in results]
+    widths = [max([cell_len(h)] + [cell_len(row[i]) for row in rows]) for i, h in enumerate(_SUMMARY_COLUMNS)]
+
+    def cell(i: int, value: str) -> str:
+        pad = " " * (widths[i] - cell_len(value))
+        return f" {pad}{value} " if i in _RIGHT_ALIGNED else f" {value}{pad} "
+
+    out = Text()
+    out.append(f"rivet run — {len(results)} export(s) in {elapsed_s:.1f}s\n", style="italic")
+    out.append("┃".join(cell(i, h) for i, h in enumerate(_SUMMARY_COLUMNS)) + "\n", style="bold")
+    out.append("╇".join("━" * (w + 2) for w in widths))
+    for r, row in zip(results, rows):
         colour = {"succeeded": "green", "skipped": "cyan"}.get(r.status, "red")
-        table.add_row(r.name, f"[{colour}]{r.status}[/]", human_count(r.rows), str(r.files), human_bytes(r.bytes),
-                      human_duration(r.duration_ms), r.run_id or "-")
-    console.print(table)
+        out.append("\n" + cell(0, row[0]) + "│")
+        out.append(cell(1, row[1]), style=colour)
+        out.append("│" + "│".join(cell(i, v) for i, v in enumerate(row) if i > 1))
+    return out
+
+
+def print_summary(console: Console, results: list[ExportResult], elapsed_s: float, json_errors: bool = False) -> None:
+    console.print(summary_table(results, elapsed_s), highlight=False, soft_wrap=True)
     for r in results:
         for w in r.warnings:
             console.print(Text.assemble(("warning", "yellow"), f" {r.name}: {w}"), highlight=False)
