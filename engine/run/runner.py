@@ -126,18 +126,29 @@ class Runner:
         n = self.parallel_exports
         if n == 1 or len(exports) == 1:
             return [self.run_export(e) for e in exports]
+        # Each export's last state write (metrics, last run) is committed while the next export starts; its error,
+        # if any, is the export's before run() returns.
+        recording: list[tuple[ExportResult, Future[None]]] = []
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="rivet-export") as pool:
-            futures = [pool.submit(self.run_export, e) for e in exports]
-            return [f.result() for f in futures]
+            futures = [pool.submit(self.run_export, e, recording=recording) for e in exports]
+            results = [f.result() for f in futures]
+        for result, recorded in recording:
+            try:
+                recorded.result()
+            except RivetError as e:
+                result.error = result.error or e
+        return results
 
     def run_plans(self, plans: list[ExportPlan]) -> list[ExportResult]:
         """Run prepared plans (from `rivet apply`): exactly their SQL, no re-planning."""
         return [self.run_export(p.export, p) for p in plans]
 
     def run_export(self, exp: ExportConfig, plan: ExportPlan | None = None, repair: Repair | None = None,
-                   locked: bool = False) -> ExportResult:
+                   locked: bool = False,
+                   recording: list[tuple[ExportResult, Future[None]]] | None = None) -> ExportResult:
         """Run one export. `locked`: the caller already holds the export's lock (repair holds it from its
-        reconcile on)."""
+        reconcile on). `recording`: return without waiting for the metrics and last-run write; its future is
+        appended there with the result (the caller waits and attaches its error)."""
         if self.cancelled.is_set():   # stopped before it started: nothing to record
             error = stopped_error()
             result = ExportResult(exp.name, "stopped", error=error)
@@ -172,8 +183,9 @@ class Runner:
         result.duration_ms = int((time.monotonic() - t0) * 1000)
         if result.error and result.error.exit_class != ExitClass.OK:
             result.error.message = redact(result.error.message)
+        later: list[Future[None]] | None = [] if recording is not None else None
         try:
-            with self.store.batch():   # one state transaction: the writer is shared by every export in flight
+            with self.store.batch(later):   # one state transaction: the writer is shared by every export in flight
                 failure = result.error
                 self.store.record_metrics(
                     export_name=exp.name, run_id=run_id or "-", mode=exp.mode, status=result.status,
@@ -187,6 +199,8 @@ class Runner:
                 plan.has_state_row = True
         except RivetError as e:
             result.error = result.error or e
+        if recording is not None and later:
+            recording.append((result, later[0]))
         # -- guardrails hook: [notifications] (engine/guardrails.py); a failed delivery is a warning, never a failure
         schema_changed = plan is not None and bool(plan.schema_changes) and repair is None
         facts = result.to_dict()

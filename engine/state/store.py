@@ -252,13 +252,16 @@ class StateStore:
         self._write(lambda con: _upsert(con, table, name, new, **values))
 
     @contextmanager
-    def batch(self) -> Iterator[StateStore]:
+    def batch(self, later: list[Future[None]] | None = None) -> Iterator[StateStore]:
         """Apply the writes inside together, atomically, as one unit, when the block ends without an error.
 
         Only writes may be called inside (reads raise RuntimeError: they would see nothing of the batch yet); those
         that return an id return None here. An error in one of them is raised when the block ends. Nested batches
         join the outer one. Keep progression writes out of the batch that moves the cursor, so that their failure
         cannot undo it (PG2).
+
+        `later`: do not wait for the commit; append its future to `later` (the caller waits for it, and sees the
+        error, when it must; what is read afterwards in this process already sees the batch).
         """
         local = self._writer.local
         if getattr(local, "items", None) is not None:
@@ -270,7 +273,9 @@ class StateStore:
             yield self
         finally:
             local.items = None
-        if items:
+        if items and later is not None:
+            later.append(self._writer.call_soon(_apply(items), self.lock_wait_s))
+        elif items:
             self._writer.call(_apply(items), self.lock_wait_s)
 
     def flush(self) -> None:

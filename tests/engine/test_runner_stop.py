@@ -77,3 +77,31 @@ def test_stop_mid_run_is_stopped_and_resumes(slow):
     assert again.status == "succeeded" and again.run_id == run["run_id"]     # resumed, not restarted
     ids = [i for f in (slow.base_dir / "out_a").glob("*.parquet") for i in pq.read_table(f).column("id").to_pylist()]
     assert sorted(ids) == list(range(1, ROWS + 1))
+
+
+def test_a_failed_last_state_write_is_the_exports_error_in_a_parallel_run(pg, tmp_path):
+    # Runner.run commits each export's metrics and last run while the next export starts; a failure of that write
+    # must still reach the export's result (and so the exit code) before run() returns
+    pg.sql("DROP TABLE IF EXISTS rec_items")
+    pg.sql("CREATE TABLE rec_items (id bigint PRIMARY KEY)")
+    pg.sql("INSERT INTO rec_items SELECT g FROM generate_series(1, 10) g")
+    path = write_config(tmp_path / "rivet.toml", f"""
+        [source]
+        type = "postgres"
+        url = "{pg.url}"
+        """ + "".join(f"""
+        [[exports]]
+        name = "rec_{i}"
+        table = "rec_items"
+        mode = "full"
+        destination = {{ type = "local", path = "out_{i}" }}
+        """ for i in range(3)))
+    config = load_config(path)
+    store = StateStore(config.state_path)
+    store._write(lambda con: con.execute("DROP TABLE export_metrics"))   # the metrics INSERT now fails
+    results = Runner(config, store, options=RunOptions(parallel_exports=2)).run()
+    assert [r.rows for r in results] == [10, 10, 10]
+    assert all(r.error is not None and r.error.code == "RIVET_STATE_CORRUPT" for r in results), \
+        [(r.name, r.error) for r in results]
+    assert all(s["last_run_id"] is None for s in (store.get_export_state(f"rec_{i}") or {"last_run_id": None}
+                                                  for i in range(3)))   # the batch failed as a whole

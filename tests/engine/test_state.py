@@ -206,6 +206,22 @@ def test_a_failing_read_fails_alone(store):
     assert store.get_export_state("orders")["last_run_id"] == "r2"
 
 
+def test_a_batch_can_be_waited_for_later(store):
+    later = []
+    with store.batch(later):
+        store.set_last_run("orders", "r1", "succeeded")
+        store.record_metrics(export_name="orders", run_id="r1", status="succeeded")
+    assert len(later) == 1
+    assert store.get_export_state("orders")["last_run_id"] == "r1"   # a read queued after it sees it
+    assert later[0].result(timeout=30) is None
+    with store.batch(later):
+        store._write(lambda con: con.execute("INSERT INTO no_such_table VALUES (1)"))
+    with pytest.raises(RivetError) as err:
+        later[1].result(timeout=30)
+    assert err.value.code == "RIVET_STATE_CORRUPT"
+    assert [m["run_id"] for m in store.metrics("orders")] == ["r1"]
+
+
 # -- file_log ----------------------------------------------------------------------------------------------------
 
 def test_file_log_filters_and_supersede(store):
