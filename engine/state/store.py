@@ -102,7 +102,7 @@ def _upsert(con: Con, table: str, name: str, new: bool = False, **values: Any) -
     `new`: the row was missing when last read (an export's first run), so the INSERT goes first, guarded by NOT
     EXISTS, and the UPDATE runs only if the row turned up meanwhile: one statement instead of two. Either order is
     correct whatever the row's state; the hint only picks the cheaper one (each statement the writer thread runs
-    waits for the GIL several times while exports run: docs/state.md, "What things cost").
+    waits for the GIL several times while exports run: docs/state.md, "Things to know").
     """
     sets = ", ".join(f"{column} = ?" for column in values)
     columns = ", ".join(["export_name", *values])
