@@ -164,8 +164,12 @@ class HeadlessProgress:
                 s = self._stats[name]
                 s["rows"], s["bytes"] = event.rows, event.bytes
                 self._finished.add(name)
-                colour = {"succeeded": "green", "skipped": "cyan"}.get(event.status, "red")
+                colour = status_colour(event.status)
                 self._refresh(name, status=f"[{colour}]{event.status}[/]", duration_ms=event.duration_ms)
+
+
+def status_colour(status: str) -> str:
+    return {"succeeded": "green", "skipped": "cyan"}.get(status, "red")
 
 
 _SUMMARY_COLUMNS = ("export", "status", "rows", "files", "bytes", "time", "run id")
@@ -188,9 +192,8 @@ def summary_table(results: list[ExportResult], elapsed_s: float) -> Text:
     out.append("┃".join(cell(i, h) for i, h in enumerate(_SUMMARY_COLUMNS)) + "\n", style="bold")
     out.append("╇".join("━" * (w + 2) for w in widths))
     for r, row in zip(results, rows):
-        colour = {"succeeded": "green", "skipped": "cyan"}.get(r.status, "red")
         out.append("\n" + cell(0, row[0]) + "│")
-        out.append(cell(1, row[1]), style=colour)
+        out.append(cell(1, row[1]), style=status_colour(r.status))
         out.append("│" + "│".join(cell(i, v) for i, v in enumerate(row) if i > 1))
     return out
 

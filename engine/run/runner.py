@@ -195,8 +195,6 @@ class Runner:
                     error_message=failure.message if failure else None)
                 self.store.set_last_run(exp.name, run_id or "-", result.status,
                                         new=plan is not None and plan.has_state_row is False)
-            if plan is not None:
-                plan.has_state_row = True
         except RivetError as e:
             result.error = result.error or e
         if recording is not None and later:

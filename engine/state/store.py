@@ -225,17 +225,12 @@ class StateStore:
     def _batch_items(self) -> list[BatchItem] | None:
         return cast(list[BatchItem] | None, getattr(self._writer.local, "items", None))
 
-    def _query(self, op: Callable[[Con], T]) -> T:
-        """Run op now, in the next group, and return its result (after the commit)."""
+    def _query(self, op: Callable[[Con], T], reads_only: bool = False) -> T:
+        """Run op now, in the next group, and return its result (after the commit). `reads_only`: op only reads
+        (a group of such ops runs without a transaction)."""
         if self._batch_items() is not None:
             raise RuntimeError("StateStore: only writes may be queued in batch(); read before or after it")
-        return cast(T, self._writer.call(op, self.lock_wait_s))
-
-    def _read(self, op: Callable[[Con], T]) -> T:
-        """Like _query, for an op that only reads (its group needs no transaction when all its ops read)."""
-        if self._batch_items() is not None:
-            raise RuntimeError("StateStore: only writes may be queued in batch(); read before or after it")
-        return cast(T, self._writer.call(op, self.lock_wait_s, reads_only=True))
+        return cast(T, self._writer.call(op, self.lock_wait_s, reads_only=reads_only))
 
     def _write(self, op: Callable[[Con], T]) -> T | None:
         """Like _query, but inside a batch() the write joins the batch and returns None."""
@@ -246,7 +241,7 @@ class StateStore:
         return cast(T, self._writer.call(op, self.lock_wait_s))
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return self._read(lambda con: _dicts(_sql(con, sql, params)))
+        return self._query(lambda con: _dicts(_sql(con, sql, params)), reads_only=True)
 
     def _upsert(self, table: str, name: str, new: bool = False, **values: Any) -> None:
         self._write(lambda con: _upsert(con, table, name, new, **values))
