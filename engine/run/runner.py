@@ -9,12 +9,13 @@ ExportFinished. Only this module and commit.py write state during a run; tasks a
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 import traceback
 from contextlib import nullcontext
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -317,32 +318,42 @@ class Runner:
         # each `rivet run` gives a failed chunk a fresh budget of chunk_max_attempts tries beyond those spent
         spent: dict[int | None, int] = (   # looked up by task index: None for the one task of other modes
             {t["chunk_index"]: t["attempts"] or 0 for t in store.chunk_tasks(plan.run_id)} if checkpointed else {})
-        for fut in self._task_outcomes(plan, dest, checkpointed, spent, parallel):
-            try:
-                tr: TaskResult | None = fut.result()
-            except RivetError as e:
-                failures.append(e)
-                if exp.mode != "chunked":
-                    raise
+        for outcomes in self._task_outcomes(plan, dest, checkpointed, spent, parallel):
+            finished: list[TaskResult] = []
+            for fut in outcomes:
+                try:
+                    tr: TaskResult | None = fut.result()
+                except RivetError as e:
+                    failures.append(e)
+                    if exp.mode != "chunked":
+                        raise
+                    continue
+                if tr is None:   # not started: a rewrite is queued behind the export (_attempt_task)
+                    not_started += 1
+                    continue
+                finished.append(tr)
+            if not finished:
                 continue
-            if tr is None:   # not started: a rewrite is queued behind the export (_attempt_task)
-                not_started += 1
-                continue
-            with store.batch():   # one state transaction per finished task
-                for part in tr.parts:   # file-log row only after the part is durable in the destination
-                    store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes,
-                                   part.content_hash, tr.index, exp.format, exp.compression)
-                if tr.index is not None and checkpointed:
-                    store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
-            logged += [LoggedPart(path=p.name, rows=p.rows, size_bytes=p.size_bytes, content_hash=p.content_hash,
-                                  chunk_index=tr.index, status="committed") for p in tr.parts]
-            fault("after_file_log")
-            result.parts += [p.name for p in tr.parts]
-            result.rows += tr.rows
-            result.retries += tr.retries
-            if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
-                cursor_max = tr.cursor_max
-            layouts.merge_max(max_bytes, tr.max_bytes)
+            # one state transaction for every task that finished meanwhile, its rows of a kind in one statement;
+            # file-log rows only now that the parts are durable in the destination
+            with store.batch():
+                for tr in finished:
+                    for part in tr.parts:
+                        store.log_file(exp.name, plan.run_id, part.name, part.rows, part.size_bytes,
+                                       part.content_hash, tr.index, exp.format, exp.compression)
+                for tr in finished:
+                    if tr.index is not None and checkpointed:
+                        store.complete_task(plan.run_id, tr.index, tr.rows, ",".join(p.name for p in tr.parts))
+            for tr in finished:
+                logged += [LoggedPart(path=p.name, rows=p.rows, size_bytes=p.size_bytes, content_hash=p.content_hash,
+                                      chunk_index=tr.index, status="committed") for p in tr.parts]
+                fault("after_file_log")
+                result.parts += [p.name for p in tr.parts]
+                result.rows += tr.rows
+                result.retries += tr.retries
+                if tr.cursor_max is not None and (cursor_max is None or tr.cursor_max > cursor_max):
+                    cursor_max = tr.cursor_max
+                layouts.merge_max(max_bytes, tr.max_bytes)
         if any(e.code == STOPPED for e in failures) or self.cancelled.is_set():
             if checkpointed:
                 store.reset_running(plan.run_id)   # stopped chunks are to do again, their attempt not counted
@@ -409,16 +420,29 @@ class Runner:
         result.status = "succeeded"
 
     def _task_outcomes(self, plan: ExportPlan, dest: Destination, checkpointed: bool, spent: dict[int | None, int],
-                       parallel: int) -> Iterator[Future[TaskResult | None]]:
-        """Each task's outcome as it completes. With parallel = 1 the tasks run one by one in this thread: a pool
-        would add a thread and two hand-overs to every export, and most exports are one small task."""
+                       parallel: int) -> Iterator[list[Future[TaskResult | None]]]:
+        """The tasks' outcomes as they complete: every outcome ready at once, in task order, so that their state is
+        written in one transaction (with 8 chunks in flight, several finish while the last batch commits). With
+        parallel = 1 the tasks run one by one in this thread: a pool would add a thread and two hand-overs to every
+        export, and most exports are one small task."""
         locked = threading.Event()
 
         def attempt(task: TaskSpec) -> TaskResult | None:
             return self._attempt_task(task, plan, dest, checkpointed, locked, spent.get(task.index, 0))
         if parallel > 1:
+            ready: queue.SimpleQueue[tuple[int, Future[TaskResult | None]]] = queue.SimpleQueue()
             with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
-                yield from as_completed([pool.submit(attempt, t) for t in plan.tasks])
+                def deliver(i: int) -> Callable[[Future[TaskResult | None]], None]:
+                    return lambda future: ready.put((i, future))
+                for i, task in enumerate(plan.tasks):
+                    pool.submit(attempt, task).add_done_callback(deliver(i))
+                left = len(plan.tasks)
+                while left:   # (not futures.wait: each call visits every pending future, 1,000s in a chunked run)
+                    done = [ready.get()]
+                    while not ready.empty():
+                        done.append(ready.get())
+                    left -= len(done)
+                    yield [future for _, future in sorted(done, key=lambda d: d[0])]
             return
         for task in plan.tasks:
             outcome: Future[TaskResult | None] = Future()
@@ -426,7 +450,7 @@ class Runner:
                 outcome.set_result(attempt(task))
             except Exception as e:   # noqa: BLE001 - raised again by outcome.result(), as a pool's future would
                 outcome.set_exception(e)
-            yield outcome
+            yield [outcome]
 
     def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest: Destination, checkpointed: bool,
                       locked: threading.Event, spent: int = 0) -> TaskResult | None:

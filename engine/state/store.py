@@ -11,6 +11,7 @@ list of dicts) keyed by column name, typed in engine/state/rows.py. Timestamps a
 from __future__ import annotations
 
 import json
+from itertools import groupby
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -139,23 +140,121 @@ def _insert_journal(con: Con, rows: Sequence[JournalRow]) -> None:
         _sql(con, _JOURNAL_INSERT + ", ".join(["(?, ?, ?, ?, ?)"] * len(part)), [v for row in part for v in row])
 
 
-# What a batch() collects: writes, and journal rows (consecutive ones are inserted in one statement).
-BatchItem = Callable[[Con], Any] | JournalRow
+class FileRow(NamedTuple):
+    """A file_log row as log_file queues it inside a batch (rows queued together are inserted in one statement)."""
+    export_name: str
+    run_id: str
+    path: str
+    rows: int
+    size_bytes: int
+    content_hash: str | None
+    chunk_index: int | None
+    format: str | None
+    compression: str | None
+    created_at: str
+
+
+_FILE_INSERT = f"INSERT INTO file_log ({', '.join(FileRow._fields)}) VALUES "
+
+
+def _insert_files(con: Con, rows: Sequence[FileRow]) -> None:
+    for start in range(0, len(rows), 500):
+        part = rows[start:start + 500]
+        _sql(con, _FILE_INSERT + ", ".join([f"({', '.join('?' * len(FileRow._fields))})"] * len(part)),
+             [v for row in part for v in row])
+
+
+class Completion(NamedTuple):
+    """A chunk task's running -> completed, as complete_task queues it (queued together: one statement)."""
+    run_id: str
+    chunk_index: int
+    rows: int
+    file_path: str | None
+    finished_at: str
+
+
+def _complete_tasks(con: Con, done: Sequence[Completion]) -> None:
+    """Complete every task in one UPDATE; a task that was not running refuses the whole batch, naming it."""
+    first = _first_of_each_chunk(done)
+    if len(first) == 1:   # the plain UPDATE costs ~60 % of the joined one
+        run_id, idx, rows, path, finished = first[0]
+        moved = {(run_id, idx)} if _count(
+            con, "UPDATE chunk_task SET status = 'completed', rows_written = ?, file_path = ?, error = NULL,"
+            " finished_at = ? WHERE run_id = ? AND chunk_index = ? AND status = 'running'",
+            [rows, path, finished, run_id, idx]) else set()
+    else:
+        moved = set(_sql(con, "UPDATE chunk_task SET status = 'completed', rows_written = v.rows, file_path = v.path,"
+                         " error = NULL, finished_at = v.finished FROM (VALUES "
+                         + ", ".join(["(?, ?, ?, ?, ?)"] * len(first)) + ") v(run_id, idx, rows, path, finished)"
+                         " WHERE chunk_task.run_id = v.run_id AND chunk_task.chunk_index = v.idx"
+                         " AND chunk_task.status = 'running' RETURNING chunk_task.run_id, chunk_task.chunk_index",
+                         [v for row in first for v in row]).fetchall())
+    for run_id, idx, *_ in done:
+        if (run_id, idx) not in moved:   # never moved, or a second completion of the same chunk
+            raise _task_refusal(con, run_id, idx, _cannot("complete", run_id, idx))
+        moved.discard((run_id, idx))
+
+
+def _first_of_each_chunk(rows: Sequence[Any]) -> list[Any]:
+    """One row per (run_id, chunk_index): DuckDB 1.5's UPDATE ... FROM fails with a false "Duplicate key" on
+    another row when its join matches one row twice (after earlier updates to the table)."""
+    first: dict[tuple[str, int], Any] = {}
+    for row in rows:
+        first.setdefault((row.run_id, row.chunk_index), row)
+    return list(first.values())
+
+
+class TaskStart(NamedTuple):
+    run_id: str
+    chunk_index: int
+    max_attempts: int
+
+
+def _start_refusal(start: TaskStart) -> Callable[[str, int], str]:
+    def refuse(status: str, attempts: int) -> str:
+        if status == "failed":
+            return (f"chunk {start.chunk_index} of run {start.run_id} failed {attempts} times "
+                    f"(max {start.max_attempts}), cannot retry it")
+        return f"chunk {start.chunk_index} of run {start.run_id} is {status}, cannot start it"
+    return refuse
+
+
+def _start_tasks(con: Con, starts: Sequence[TaskStart]) -> list[int | RivetError]:
+    """pending|failed -> running, counting the attempt, for every start queued meanwhile in one statement
+    (StateStore.start_task): one outcome each, its attempt number or its own refusal."""
+    first = _first_of_each_chunk(starts)   # a second start of a chunk is refused below: it finds it running
+    if len(first) == 1:   # the plain UPDATE costs ~60 % of the joined one
+        found = _sql(con, "UPDATE chunk_task SET status = 'running', attempts = attempts + 1, started_at = ?,"
+                     " finished_at = NULL WHERE run_id = ? AND chunk_index = ? AND (status = 'pending'"
+                     " OR (status = 'failed' AND attempts < ?)) RETURNING run_id, chunk_index, attempts",
+                     [now_iso(), *first[0]]).fetchall()
+    else:
+        found = _sql(con, "UPDATE chunk_task SET status = 'running', attempts = attempts + 1, started_at = ?,"
+                     " finished_at = NULL FROM (VALUES " + ", ".join(["(?, ?, ?)"] * len(first)) + ")"
+                     " v(run_id, idx, max_attempts) WHERE chunk_task.run_id = v.run_id"
+                     " AND chunk_task.chunk_index = v.idx AND (chunk_task.status = 'pending'"
+                     " OR (chunk_task.status = 'failed' AND chunk_task.attempts < v.max_attempts))"
+                     " RETURNING chunk_task.run_id, chunk_task.chunk_index, chunk_task.attempts",
+                     [now_iso(), *(v for start in first for v in start)]).fetchall()
+    attempt = {(run_id, idx): int(n) for run_id, idx, n in found}
+    return [attempt.pop((s.run_id, s.chunk_index)) if (s.run_id, s.chunk_index) in attempt   # a duplicate: refused
+            else _task_refusal(con, s.run_id, s.chunk_index, _start_refusal(s)) for s in starts]
+
+
+# What a batch() collects: writes, and rows that consecutive items of the same type insert or move in one statement.
+BatchItem = Callable[[Con], Any] | JournalRow | FileRow | Completion
+_BULK: dict[type, Callable[[Con, list[Any]], None]] = {
+    JournalRow: _insert_journal, FileRow: _insert_files, Completion: _complete_tasks}
 
 
 def _apply(items: list[BatchItem]) -> Callable[[Con], None]:
     def op(con: Con) -> None:
-        rows: list[JournalRow] = []
-        for item in items:
-            if isinstance(item, JournalRow):
-                rows.append(item)
-                continue
-            if rows:
-                _insert_journal(con, rows)
-                rows = []
-            item(con)
-        if rows:
-            _insert_journal(con, rows)
+        for kind, run in groupby(items, key=type):
+            if kind in _BULK:
+                _BULK[kind](con, list(run))
+            else:
+                for item in run:
+                    cast(Callable[[Con], Any], item)(con)
     return op
 
 
@@ -165,6 +264,10 @@ def _task_refusal(con: Con, run_id: str, idx: int, refuse: Callable[[str, int], 
     if found is None:
         return _transition_error(f"chunk {idx} of run {run_id} does not exist")
     return _transition_error(refuse(*found))
+
+
+def _cannot(verb: str, run_id: str, idx: int) -> Callable[[str, int], str]:
+    return lambda status, _: f"chunk {idx} of run {run_id} is {status}, cannot {verb} it"
 
 
 def _move_task(con: Con, run_id: str, idx: int, update: str, params: list[Any], allowed: str,
@@ -239,6 +342,15 @@ class StateStore:
             items.append(op)
             return None
         return cast(T, self._writer.call(op, self.lock_wait_s))
+
+    def _write_rows(self, row: FileRow | Completion) -> None:
+        """A row for one of the _BULK writers: joins the batch (where rows of a kind are written together), else
+        written now."""
+        items = self._batch_items()
+        if items is not None:
+            items.append(row)
+        else:
+            self._writer.call(_apply([row]), self.lock_wait_s)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self._query(lambda con: _dicts(_sql(con, sql, params)), reads_only=True)
@@ -344,13 +456,11 @@ class StateStore:
 
     def log_file(self, export_name: str, run_id: str, path: str, rows: int, size_bytes: int,
                  content_hash: str | None, chunk_index: int | None, fmt: str | None,
-                 compression: str | None) -> int | None:
-        """Record a durably written part (status 'committed'); returns its id (None inside a batch)."""
-        return self._write(lambda con: cast(tuple[int], _sql(con, 
-            "INSERT INTO file_log (export_name, run_id, path, rows, size_bytes, content_hash, chunk_index, format,"
-            " compression, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [export_name, run_id, path, rows, size_bytes, content_hash, chunk_index, fmt, compression, now_iso()],
-        ).fetchone())[0])
+                 compression: str | None) -> None:
+        """Record a durably written part (status 'committed'). Inside a batch, consecutive parts are inserted in
+        one statement."""
+        self._write_rows(FileRow(export_name, run_id, path, rows, size_bytes, content_hash, chunk_index, fmt,
+                                 compression, now_iso()))
 
     def files(self, name: str | None = None, run_id: str | None = None,
               status: str | None = None) -> list[FileLogRow]:
@@ -466,36 +576,23 @@ class StateStore:
         """pending|failed -> running, counting the attempt; returns the attempt number.
 
         A failed task may be retried only while attempts < max_attempts; anything else raises
-        RIVET_STATE_TRANSITION.
+        RIVET_STATE_TRANSITION. Starts queued by other threads meanwhile run in the same statement.
         """
-        def refuse(status: str, attempts: int) -> str:
-            if status == "failed":
-                return (f"chunk {idx} of run {run_id} failed {attempts} times (max {max_attempts}),"
-                        " cannot retry it")
-            return f"chunk {idx} of run {run_id} is {status}, cannot start it"
-
-        def op(con: Con) -> int:
-            row = _sql(con, "UPDATE chunk_task SET status = 'running', attempts = attempts + 1, started_at = ?,"
-                       " finished_at = NULL WHERE run_id = ? AND chunk_index = ? AND (status = 'pending'"
-                       " OR (status = 'failed' AND attempts < ?)) RETURNING attempts",
-                       [now_iso(), run_id, idx, int(max_attempts)]).fetchone()
-            if row is None:
-                raise _task_refusal(con, run_id, idx, refuse)
-            return int(row[0])
-        return self._query(op)
+        if self._batch_items() is not None:
+            raise RuntimeError("StateStore: start_task returns the attempt; call it before or after a batch()")
+        return cast(int, self._writer.append("start_task", TaskStart(run_id, idx, int(max_attempts)), _start_tasks,
+                                             self.lock_wait_s).result())
 
     def complete_task(self, run_id: str, idx: int, rows: int, file_path: str | None) -> None:
-        """running -> completed with the rows written and the part (None when the window was empty)."""
-        self._write(lambda con: _move_task(
-            con, run_id, idx, "status = 'completed', rows_written = ?, file_path = ?, error = NULL, finished_at = ?",
-            [rows, file_path, now_iso()], "status = 'running'",
-            lambda status, _: f"chunk {idx} of run {run_id} is {status}, cannot complete it"))
+        """running -> completed with the rows written and the part (None when the window was empty). Inside a
+        batch, consecutive completions run as one statement."""
+        self._write_rows(Completion(run_id, idx, rows, file_path, now_iso()))
 
     def fail_task(self, run_id: str, idx: int, error: str) -> None:
         """running -> failed with a one-line reason."""
         self._write(lambda con: _move_task(
             con, run_id, idx, "status = 'failed', error = ?, finished_at = ?", [error, now_iso()],
-            "status = 'running'", lambda status, _: f"chunk {idx} of run {run_id} is {status}, cannot fail it"))
+            "status = 'running'", _cannot("fail", run_id, idx)))
 
     def reset_running(self, run_id: str) -> int:
         """After a crash: running -> pending (attempts are kept); returns how many were reset."""
@@ -509,7 +606,7 @@ class StateStore:
         self._write(lambda con: _move_task(
             con, run_id, idx, "status = 'pending', rows_written = NULL, file_path = NULL, started_at = NULL,"
             " finished_at = NULL", [], "status = 'completed'",
-            lambda status, _: f"chunk {idx} of run {run_id} is {status}, cannot reopen it"))
+            _cannot("reopen", run_id, idx)))
 
     def abandon_chunk_run(self, run_id: str) -> None:
         """A failed chunk run that must not be resumed (its parts failed a quality gate, engine/guardrails.py):

@@ -138,7 +138,7 @@ class Unit:
     """
     op: Op
     lock_wait_s: float
-    future: Future[Any] | None   # None: nobody waits (journal_async); a failure is dropped
+    future: Future[Any]
     kind: Kind = "op"
     reads_only: bool = False     # an op that only reads: a group of such ops runs without a transaction
     deadline: float = field(init=False)
@@ -147,12 +147,10 @@ class Unit:
         self.deadline = time.monotonic() + self.lock_wait_s
 
     def resolve(self, result: Any) -> None:
-        if self.future is not None:
-            self.future.set_result(result)
+        self.future.set_result(result)
 
     def fail(self, exc: BaseException) -> None:
-        if self.future is not None:
-            self.future.set_exception(exc)
+        self.future.set_exception(exc)
 
 
 def _nothing(con: duckdb.DuckDBPyConnection) -> None:
@@ -169,7 +167,7 @@ class StateWriter:
         self._queue: queue.SimpleQueue[Unit] = queue.SimpleQueue()
         self._lock = threading.Lock()    # guards _thread (a unit is never queued without a thread to serve it)
         self._thread: threading.Thread | None = None
-        self._appended: dict[str, tuple[Future[Any], list[Any]]] = {}   # and this (append_async)
+        self._appended: dict[str, tuple[Future[Any], list[Any], list[Future[Any]]]] = {}   # and this (append)
         # owned by the writer thread:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._identity: tuple[int, int] | None = None   # (st_dev, st_ino) of the file adopted; another one is "gone"
@@ -198,25 +196,49 @@ class StateWriter:
         self.submit(Unit(op, lock_wait_s, future, kind, reads_only))
         return future
 
-    def append_async(self, key: str, item: Any, write: Callable[[duckdb.DuckDBPyConnection, list[Any]], Any],
-                     lock_wait_s: float) -> None:
+    def append(self, key: str, item: Any, write: Callable[[duckdb.DuckDBPyConnection, list[Any]], Any],
+               lock_wait_s: float) -> Future[Any]:
         """Queue `item` for write(con, items) in the next group, with every other item appended under `key` until
-        that group runs (e.g. journal rows, one INSERT for all). Nobody waits for it; a failure is dropped."""
+        that group runs: one statement for many callers (journal rows, chunk starts). Each DuckDB call of the
+        writer waits for the GIL again while exports run, so fewer, larger statements are what lets it keep up.
+
+        write returns one outcome per item (its result, or an exception that fails that item alone: the others
+        still commit) or None (every item's result is None). The item's future resolves once its group committed.
+        Items join a unit only while it has not started, so a caller's item never runs before what that caller
+        queued earlier."""
+        item_future: Future[Any] = Future()
         with self._lock:
             pending = self._appended.get(key)
             if pending is not None and not pending[0].done():   # its unit has not run yet: join it
                 pending[1].append(item)
-                return
+                pending[2].append(item_future)
+                return item_future
             future: Future[Any] = Future()
-            items = [item]
-            self._appended[key] = (future, items)
+            items, futures = [item], [item_future]
+            self._appended[key] = (future, items, futures)
 
         def op(con: duckdb.DuckDBPyConnection) -> Any:
             with self._lock:   # from now on, new items go to a new unit
                 if self._appended.get(key, (None,))[0] is future:
                     del self._appended[key]
             return write(con, items)
+
+        def settle(unit_future: Future[Any]) -> None:
+            exc = unit_future.exception()
+            outcomes = [exc] * len(futures) if exc else unit_future.result() or [None] * len(futures)
+            for each, outcome in zip(futures, outcomes):
+                if isinstance(outcome, BaseException):
+                    each.set_exception(outcome)
+                else:
+                    each.set_result(outcome)
+        future.add_done_callback(settle)
         self.submit(Unit(op, lock_wait_s, future))
+        return item_future
+
+    def append_async(self, key: str, item: Any, write: Callable[[duckdb.DuckDBPyConnection, list[Any]], Any],
+                     lock_wait_s: float) -> None:
+        """append() without waiting: nobody looks at the outcome, so a failure is dropped (e.g. journal rows)."""
+        self.append(key, item, write, lock_wait_s)
 
     def flush(self) -> None:
         """Wait until everything queued so far (fire-and-forget units too) is committed."""
@@ -241,7 +263,7 @@ class StateWriter:
                 except Exception as exc:   # a bug here must not leave callers waiting forever
                     self._close(yielded=False)
                     for unit in units:
-                        if unit.future is not None and not unit.future.done():
+                        if not unit.future.done():
                             unit.fail(exc)
                 idle_since = time.monotonic()
                 continue

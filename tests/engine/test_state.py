@@ -225,10 +225,11 @@ def test_a_batch_can_be_waited_for_later(store):
 # -- file_log ----------------------------------------------------------------------------------------------------
 
 def test_file_log_filters_and_supersede(store):
-    a = store.log_file("orders", "r1", "out/a.parquet", 10, 1000, "h1", 0, "parquet", "zstd")
-    b = store.log_file("orders", "r1", "out/b.parquet", 20, 2000, "h2", 1, "parquet", "zstd")
+    store.log_file("orders", "r1", "out/a.parquet", 10, 1000, "h1", 0, "parquet", "zstd")
+    store.log_file("orders", "r1", "out/b.parquet", 20, 2000, "h2", 1, "parquet", "zstd")
     store.log_file("orders", "r2", "out/c.parquet", 5, 500, "h3", None, "parquet", "zstd")
     store.log_file("events", "r9", "out/e.csv", 7, 70, None, None, "csv", "none")
+    a, b = (f["id"] for f in store.files(run_id="r1"))
     assert b > a
     assert [f["path"] for f in store.files("orders")] == ["out/a.parquet", "out/b.parquet", "out/c.parquet"]
     assert [f["path"] for f in store.files(run_id="r1")] == ["out/a.parquet", "out/b.parquet"]
@@ -542,6 +543,70 @@ def test_reads_are_refused_inside_a_batch(store):
         store.set_cursor("orders", "1", "id", "t:id", "r1")
         store.get_export_state("orders")   # would see nothing of the batch yet
     assert store.get_export_state("orders") is None   # and the batch was not applied
+
+
+def test_starts_queued_together_run_as_one_statement_and_each_gets_its_own_outcome(store):
+    """Chunk starts queued while the writer is busy join one unit (one UPDATE for all): each caller still gets its
+    own attempt number or its own refusal, and a refused start does not undo the others."""
+    store.create_chunk_run("orders", "r1", None, "id", [(i, i, i + 1) for i in range(5)])
+    store.start_task("r1", 2)
+    store.complete_task("r1", 2, 1, None)
+    store.start_task("r1", 3, max_attempts=1)
+    store.fail_task("r1", 3, "boom")
+    gate = threading.Event()
+    blocker = store._writer.call_soon(lambda con: gate.wait(30), 30)   # the writer is busy until the gate opens
+    asks = [(0, 3), (1, 3), (1, 3), (2, 3), (3, 1), (99, 3), (4, 3)]
+    outcomes: dict[int, object] = {}
+
+    def start(n: int, idx: int, max_attempts: int) -> None:
+        try:
+            outcomes[n] = store.start_task("r1", idx, max_attempts=max_attempts)
+        except RivetError as exc:
+            outcomes[n] = exc
+    threads = [threading.Thread(target=start, args=(n, *ask)) for n, ask in enumerate(asks)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(store._writer._appended.get("start_task", (None, [], []))[1]) < len(asks):
+        assert time.monotonic() < deadline, "the starts did not join one unit"
+        time.sleep(0.01)
+    gate.set()
+    blocker.result(timeout=30)
+    for t in threads:
+        t.join(timeout=30)
+    assert [outcomes[n] for n in (0, 1, 6)] == [1, 1, 1]
+    refusals = {n: outcomes[n] for n in (2, 3, 4, 5)}
+    assert all(isinstance(e, RivetError) and e.code == "RIVET_STATE_TRANSITION" for e in refusals.values())
+    assert "chunk 1 of run r1 is running, cannot start it" in refusals[2].message   # the same chunk twice
+    assert "chunk 2 of run r1 is completed" in refusals[3].message
+    assert "chunk 3 of run r1 failed 1 times (max 1)" in refusals[4].message
+    assert "chunk 99 of run r1 does not exist" in refusals[5].message
+    assert [(t["status"], t["attempts"]) for t in store.chunk_tasks("r1")] == [
+        ("running", 1), ("running", 1), ("completed", 1), ("failed", 1), ("running", 1)]
+
+
+def test_completions_of_a_batch_are_one_statement_and_a_refused_one_undoes_the_batch(store):
+    store.create_chunk_run("orders", "r1", None, "id", [(i, i, i + 1) for i in range(4)])
+    for idx in (0, 1, 2):
+        store.start_task("r1", idx)
+    with store.batch():
+        for idx in (0, 1):
+            store.log_file("orders", "r1", f"p{idx}'s part", 10 + idx, 100, None, idx, "parquet", "zstd")
+        store.complete_task("r1", 0, 10, "p0's part")
+        store.complete_task("r1", 1, 11, None)
+    assert [(t["status"], t["rows_written"], t["file_path"]) for t in store.chunk_tasks("r1")] == [
+        ("completed", 10, "p0's part"), ("completed", 11, None), ("running", None, None), ("pending", None, None)]
+    assert [(f["path"], f["rows"], f["chunk_index"]) for f in store.files("orders")] == [
+        ("p0's part", 10, 0), ("p1's part", 11, 1)]
+
+    with pytest.raises(RivetError) as err, store.batch():
+        store.log_file("orders", "r1", "p2", 1, 1, None, 2, "parquet", "zstd")
+        store.log_file("orders", "r1", "p3", 1, 1, None, 3, "parquet", "zstd")
+        store.complete_task("r1", 2, 1, "p2")
+        store.complete_task("r1", 3, 1, "p3")   # never started
+    assert err.value.code == "RIVET_STATE_TRANSITION" and "chunk 3 of run r1 is pending" in err.value.message
+    assert [t["status"] for t in store.chunk_tasks("r1")] == ["completed", "completed", "running", "pending"]
+    assert len(store.files("orders")) == 2   # the batch's parts were not logged either
 
 
 def test_threads_race_for_chunks_and_lose_no_writes(tmp_path):
