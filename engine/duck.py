@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+from pyarrow._compute import CastOptions, call_function
 
 from engine.errors import ExitClass, RivetError
 
@@ -169,7 +170,8 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     for arr, field in zip(batch.columns, schema):
         if arr.type != field.type:
             try:
-                arr = arr.cast(field.type)   # safe cast: overflow or truncation raises
+                # safe cast: overflow or truncation raises (Array.cast would import pyarrow.compute: formats.py)
+                arr = call_function("cast", [arr], CastOptions.safe(field.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise RivetError("RIVET_SOURCE_SCHEMA_CHANGED",
                                  f"column {field.name}: the source sent {arr.type}, the plan expects "

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+# pyarrow.compute builds its ~1,000 Python function wrappers when imported, ~60 ms of every process start: the
+# Parquet path (and the PostgreSQL source's checks) call the few functions they need through call_function, and
+# only the CSV conversions import the module.
+from pyarrow._compute import call_function
 
 from engine.errors import ExitClass, RivetError
 
@@ -97,6 +100,7 @@ _US_PER_DAY = 86_400_000_000
 def _iso_year(year: pa.Array) -> pa.Array:
     """ISO 8601 years: four digits for 0000..9999, a sign beyond them ('+100000', '-0043' = 44 BC: astronomical
     numbering, where year 0 is 1 BC)."""
+    import pyarrow.compute as pc   # CSV only (see the imports)
     digits = pc.utf8_lpad(pc.cast(pc.abs(year), pa.string()), 4, "0")
     sign = pc.if_else(pc.less(year, 0), "-", pc.if_else(pc.greater(year, 9999), "+", ""))
     return pc.binary_join_element_wise(sign, digits, "")
@@ -105,6 +109,7 @@ def _iso_year(year: pa.Array) -> pa.Array:
 def _iso_calendar(ticks: pa.Array, timestamp: bool, suffix: str = "") -> pa.Array:
     """ISO 8601 text of int64 microseconds (timestamp) or days since 1970-01-01, for any value:
     '2024-01-02T03:04:05.000006' / '2024-01-02'."""
+    import pyarrow.compute as pc   # CSV only (see the imports)
     cycle = _CYCLE_DAYS * (_US_PER_DAY if timestamp else 1)
     periods = pc.divide(ticks, cycle)                 # truncates toward zero: |periods * cycle| <= |ticks|
     rest = pc.subtract(ticks, pc.multiply(periods, cycle))
@@ -123,6 +128,7 @@ def _plain_decimals(col: pa.Array) -> pa.Array:
     """Decimals as plain digits. pyarrow's writer prints a decimal with an exponent when its adjusted exponent is
     below -6 ('1E-10', '0E-10'), which only a scale above 6 allows: those columns are written as text (and so
     quoted, like every text value), the others stay numbers."""
+    import pyarrow.compute as pc   # CSV only (see the imports)
     text = col.cast(pa.string())
     exponent = pc.fill_null(pc.match_substring(text, "E"), False)
     if not pc.any(exponent).as_py():
@@ -203,7 +209,7 @@ class PartWriter:
         chosen = []
         for field, col in zip(batch.schema, batch.columns):
             if (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)) and len(col):
-                if pc.count_distinct(col).as_py() <= max(1, DICTIONARY_MAX_RATIO * len(col)):
+                if call_function("count_distinct", [col]).as_py() <= max(1, DICTIONARY_MAX_RATIO * len(col)):
                     chosen.append(field.name)
         return chosen
 

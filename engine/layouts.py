@@ -236,10 +236,10 @@ DEFAULT_SHAPE_DRIFT_FACTOR = 10.0
 
 
 def measure_bytes(batch: Any, into: dict[str, int]) -> None:
-    import pyarrow.compute as pc
+    from pyarrow._compute import call_function   # every batch: not pyarrow.compute (engine/formats.py says why)
     for f, col in zip(batch.schema, batch.columns):
         if is_large_value(f.type) and col.null_count < len(col):
-            m = pc.max(pc.binary_length(col)).as_py()
+            m = call_function("max", [call_function("binary_length", [col])]).as_py()
             if m is not None and m > into.get(f.name, -1):
                 into[f.name] = int(m)
 

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
+from pyarrow._compute import call_function   # not pyarrow.compute: engine/formats.py says why
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from engine import duck
@@ -418,7 +418,7 @@ class PostgresSource(Source):
         zero_seen: set[str] = set()
         for batch in stream:
             for name in decimals:
-                if name not in zero_seen and pc.any(pc.equal(batch.column(name), 0)).as_py():
+                if name not in zero_seen and call_function("any", [call_function("equal", [batch.column(name), pa.scalar(0)])]).as_py():
                     zero_seen.add(name)
             yield batch
         if not zero_seen:
@@ -472,11 +472,11 @@ def _unrepresentable(arr: pa.Array) -> bool:
     if arr.null_count == len(arr):
         return False
     if pa.types.is_time(arr.type):   # time64[us], as mapped
-        return pc.max(arr.view(pa.int64())).as_py() >= _DAY_US
+        return call_function("max", [arr.view(pa.int64())]).as_py() >= _DAY_US
     if pa.types.is_date(arr.type):
-        mm = pc.min_max(arr.view(pa.int32()))
+        mm = call_function("min_max", [arr.view(pa.int32())])
         return mm["min"].as_py() <= -_DATE_INFINITY or mm["max"].as_py() >= _DATE_INFINITY
-    mm = pc.min_max(arr.view(pa.int64()))
+    mm = call_function("min_max", [arr.view(pa.int64())])
     return mm["min"].as_py() < _FIRST_PG_TIMESTAMP_US or mm["max"].as_py() >= _TIMESTAMP_INFINITY
 
 
