@@ -204,8 +204,8 @@ class StateWriter:
 
         write returns one outcome per item (its result, or an exception that fails that item alone: the others
         still commit) or None (every item's result is None). The item's future resolves once its group committed.
-        Items join a unit only while it has not started, so a caller's item never runs before what that caller
-        queued earlier."""
+        An item joins a unit queued earlier, so it may run before a unit its caller queued without waiting for it
+        (journal_async, batch(later=...)): append only what does not depend on such writes."""
         item_future: Future[Any] = Future()
         with self._lock:
             pending = self._appended.get(key)
@@ -226,6 +226,8 @@ class StateWriter:
         def settle(unit_future: Future[Any]) -> None:
             exc = unit_future.exception()
             outcomes = [exc] * len(futures) if exc else unit_future.result() or [None] * len(futures)
+            if len(outcomes) != len(futures):   # a bug in write: fail every caller rather than leave one waiting
+                outcomes = [RuntimeError(f"{key}: {len(outcomes)} outcomes for {len(futures)} items")] * len(futures)
             for each, outcome in zip(futures, outcomes):
                 if isinstance(outcome, BaseException):
                     each.set_exception(outcome)
@@ -445,7 +447,11 @@ class StateWriter:
             raise _open_error(self.path, exc) from None
         except duckdb.Error as exc:
             raise _open_error(self.path, exc) from None
-        st = os.stat(self.path)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:   # deleted right after DuckDB opened it
+            con.close()
+            raise gone(self.path, "was deleted") from None
         identity = (st.st_dev, st.st_ino)
         if not adopt and self._identity is not None and _is_blank(con):
             # The file was deleted between the exists() check above and connect(), which then created an empty one

@@ -665,3 +665,29 @@ def test_a_state_file_deleted_just_before_a_reopen_is_not_recreated(tmp_path, mo
         store.set_last_run("orders", "r2", "succeeded")
     assert e.value.code == "RIVET_STATE_GONE" and "deleted" in e.value.message
     assert not path.exists()
+
+
+def test_a_state_file_deleted_just_after_a_reopen_fails_as_gone(tmp_path, monkeypatch):
+    """Deleted in the instant between DuckDB's connect (which opened the existing file) and the writer's look at
+    which file it opened: the write failed with RIVET_INTERNAL_ERROR (FileNotFoundError) instead of
+    RIVET_STATE_GONE, and the connection was left open (seen in tests/reliability/test_concurrency.py)."""
+    import engine.state.writer as writer_module
+    path = tmp_path / "state.duckdb"
+    store = StateStore(path)
+    store.set_last_run("orders", "r1", "succeeded")
+    store.close()                                         # as the idle close does
+    real_connect = duckdb.connect
+    opened = []
+
+    def connect_then_deletion(database, *args, **kwargs):   # the file goes right after the open
+        con = real_connect(database, *args, **kwargs)
+        opened.append(con)
+        path.unlink()
+        return con
+    monkeypatch.setattr(writer_module.duckdb, "connect", connect_then_deletion)
+    with pytest.raises(RivetError) as e:
+        store.set_last_run("orders", "r2", "succeeded")
+    assert e.value.code == "RIVET_STATE_GONE" and "deleted" in e.value.message
+    assert not path.exists()
+    with pytest.raises(duckdb.ConnectionException):   # the writer closed what it opened
+        opened[0].execute("SELECT 1")
