@@ -215,7 +215,7 @@ def _start_refusal(start: TaskStart) -> Callable[[str, int], str]:
         if status == "failed":
             return (f"chunk {start.chunk_index} of run {start.run_id} failed {attempts} times "
                     f"(max {start.max_attempts}), cannot retry it")
-        return f"chunk {start.chunk_index} of run {start.run_id} is {status}, cannot start it"
+        return _cannot("start", start.run_id, start.chunk_index)(status, attempts)
     return refuse
 
 
