@@ -124,33 +124,40 @@ def connect(threads: int | None = None, preserve_insertion_order: bool = False) 
 
 
 _attach_lock = threading.Lock()
-_shared: duckdb.DuckDBPyConnection | None = None
-_aliases: dict[str, str] = {}           # what was attached (connection string + type) → its alias in _shared
+_shared: dict[int, duckdb.DuckDBPyConnection] = {}   # worker threads → this process's instance with that many
+_aliases: dict[tuple[int, str], str] = {}          # (threads, connection string + type) → its alias there
 
 
-def attached(target: str, kind: str) -> tuple[duckdb.DuckDBPyConnection, str]:
-    """A cursor of this process's one DuckDB instance, with the database `target` (a libpq conninfo for
+def attached(target: str, kind: str, parallel: bool = True) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A cursor of one of this process's DuckDB instances, with the database `target` (a libpq conninfo for
     kind="postgres") attached read-only, and the alias it is attached under.
 
+    `parallel`: the instance with a worker thread per core, for DuckDB's own parallel table scans. A read that is a
+    single stream (`postgres_query`) asks for the one-thread instance instead: there, a second worker finds nothing
+    to do but DuckDB keeps it polling for the one task, which cost ~0.7 CPU-s per 5 M rows (measured, DuckDB 1.5) on
+    cores the server and the Parquet writer need. Streams read side by side each run on their caller's thread.
+
     A fresh instance costs ~0.25 s (scanner load + ATTACH) on an idle machine and several times that under load; a
-    run of hundreds of small exports pays it once instead of once per read. The instance's threads are shared by
-    every read in the process, so parallel reads never oversubscribe the cores. A failed ATTACH is not remembered.
+    run of hundreds of small exports pays it once instead of once per read. An instance's threads are shared by
+    every read in the process that uses it, so parallel reads never oversubscribe the cores. A failed ATTACH is not
+    remembered.
     """
-    global _shared
-    key = f"{kind}:{target}"
+    threads = (os.cpu_count() or 1) if parallel else 1
+    key = (threads, f"{kind}:{target}")
     with _attach_lock:
-        if _shared is None:
-            _shared = connect()
+        con = _shared.get(threads)
+        if con is None:
+            con = _shared[threads] = connect(threads)
         alias = _aliases.get(key)
         if alias is None:
             alias = f"src{len(_aliases) + 1}"
-            _shared.execute(f"ATTACH {sql_string(target)} AS {alias} (TYPE {kind}, READ_ONLY)")
+            con.execute(f"ATTACH {sql_string(target)} AS {alias} (TYPE {kind}, READ_ONLY)")
             if kind == "postgres":
                 # the cached catalog checks for DDL before each use: a table altered since it was cached is read
                 # with its new columns and types, never with the old layout
-                _shared.execute("SET pg_staleness_query_enabled = true")
+                con.execute("SET pg_staleness_query_enabled = true")
             _aliases[key] = alias
-        return _shared.cursor(), alias
+        return con.cursor(), alias
 
 
 def sql_string(text: str) -> str:

@@ -406,7 +406,7 @@ class PostgresSource(Source):
                 return f"SELECT * FROM postgres_query({duck.sql_string(src)}, {duck.sql_string(sql)})"
         checks = [(i, f.name) for i, f in enumerate(schema)
                   if pa.types.is_temporal(f.type) and (f.metadata or {}).get(NATIVE_TYPE_KEY) is not None]
-        stream = self._stream(query, schema, batch_rows, checks=checks, budget=budget)
+        stream = self._stream(query, schema, batch_rows, checks, parallel=scan_table is not None, budget=budget)
         if scan_table is None:
             return stream
         decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
@@ -434,17 +434,18 @@ class PostgresSource(Source):
                              f'add [exports.columns] {nan_cols[0]} = "text" to export it exactly as text',
                              ExitClass.REFUSED)
 
-    def _duck_cursor(self) -> tuple[duckdb.DuckDBPyConnection, str]:
-        """A cursor of the process's DuckDB instance with this source attached, and the alias it has there."""
+    def _duck_cursor(self, parallel: bool) -> tuple[duckdb.DuckDBPyConnection, str]:
+        """A cursor of a DuckDB instance of this process with this source attached, and the alias it has there.
+        `parallel`: DuckDB's own table scan, which reads on every core (duck.attached)."""
         try:
-            con, alias = duck.attached(self.conninfo(reading=True), "postgres")
+            con, alias = duck.attached(self.conninfo(reading=True), "postgres", parallel)
         except duckdb.Error as e:
             raise classify(e, self._where, connecting=True) from None
         return con, alias
 
-    def _stream(self, query: Callable[[str], str], schema: pa.Schema, batch_rows: int,
-                checks: list[tuple[int, str]], budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
-        con, src = self._duck_cursor()
+    def _stream(self, query: Callable[[str], str], schema: pa.Schema, batch_rows: int, checks: list[tuple[int, str]],
+                parallel: bool, budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
+        con, src = self._duck_cursor(parallel)
         return BatchStream(self._batches(con, query(src), schema, batch_rows, checks, budget), con.interrupt)
 
     def _batches(self, con: duckdb.DuckDBPyConnection, query: str, schema: pa.Schema, batch_rows: int,

@@ -162,6 +162,26 @@ def test_200k_rows_in_batches_exactly_once(src, path):
     assert pc.min(ids).as_py() == 1 and pc.max(ids).as_py() == N and batches >= N // 30_000
 
 
+def test_a_one_stream_read_runs_on_a_one_thread_duckdb_and_a_table_scan_on_every_core(pgsrc, monkeypatch):
+    """A `postgres_query` read is one stream: a second DuckDB worker would only poll for its one task and burn a core
+    the server and the Parquet writer need (≈ 0.7 CPU-s per 5 M rows measured). DuckDB's own table scan splits the
+    table into ctid ranges and uses every core."""
+    threads = []
+    real = duck.attached
+
+    def spy(target, kind, parallel=True):
+        con, alias = real(target, kind, parallel)
+        threads.append(con.execute("SELECT current_setting('threads')").fetchone()[0])
+        return con, alias
+    monkeypatch.setattr(duck, "attached", spy)
+    rel = Relation(table="big")
+    sql, schema = plan_sql(pgsrc, rel, order=())
+    assert sum(b.num_rows for b in pgsrc.read(sql, schema, 50_000)) == N
+    scan = pgsrc.dialect.select(rel, [pgsrc.dialect.quote_ident(f.name) for f in schema])
+    assert sum(b.num_rows for b in pgsrc.read(scan, schema, 50_000, scan_table="big")) == N
+    assert threads == [1, duck.os.cpu_count()]
+
+
 def test_ordered_read_keeps_order_and_filters(src):
     q = src.dialect
     sql, schema = plan_sql(src, Relation(table="big"), [f"{q.quote_ident('id')} > {q.literal(150_000)}"], ["at"])
