@@ -45,6 +45,7 @@ _TRANSIENT_TEXT = ("server closed the connection", "terminating connection", "co
                    "too many clients", "remaining connection slots", "deadlock detected",
                    "could not serialize access", "the database system is", "broken pipe", "no connection to the server")
 READ_LOCK_TIMEOUT_MS = 2_000   # a read waiting on a lock means DDL queued behind the guard: waiting cannot help
+DUCKDB_PAGES_PER_TASK = 1000   # DuckDB's pg_pages_per_task (its default, not set here): one ctid range per 1,000 pages
 GUARD_WAIT_S = 600        # the guard's lock wait when statement_timeout_s is 0 (no timeout): still bounded
 _UNREACHABLE_TEXT = ("connection refused", "timeout expired", "could not translate host name", "no route to host",
                      "network is unreachable", "could not connect", "name or service not known", "timed out")
@@ -383,20 +384,25 @@ class PostgresSource(Source):
             return None
         return rows[0][0] if len(rows[0]) == 1 else tuple(rows[0])
 
-    def _table_schema(self, table: str) -> tuple[str, str]:
-        """The (schema, table) a possibly unqualified name resolves to under the search_path."""
+    def _table_schema(self, table: str) -> tuple[str, str, int]:
+        """The (schema, table) a possibly unqualified name resolves to under the search_path, and its size in pages
+        now (the file's size, not the planner's estimate)."""
         oid = self._regclass(table)
-        (schema, name), = self._run("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
-                                    "ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,))
-        return schema, name
+        (schema, name, pages), = self._run(
+            "SELECT n.nspname, c.relname, pg_relation_size(c.oid) / current_setting('block_size')::int "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s", (oid,))
+        return schema, name, pages
 
     # ---- rows --------------------------------------------------------------------------------------------------
     def read(self, sql: str, schema: pa.Schema, batch_rows: int,
              scan_table: str | None = None, budget: BatchBudget | None = None) -> Iterator[pa.RecordBatch]:
+        parallel = False
         if scan_table is not None:
             # DuckDB's own scan of the attached table: parallel ctid ranges on several connections sharing one
             # exported snapshot. Only for plain column reads, and only when every column keeps DuckDB's type.
-            s, t = self._table_schema(scan_table)
+            # A table of one ctid range is one stream, read like a query (duck.attached).
+            s, t, pages = self._table_schema(scan_table)
+            parallel = pages > DUCKDB_PAGES_PER_TASK
             q = self._dialect.quote_ident
             cols = ", ".join(q(f.name) for f in schema)
             def query(src: str) -> str:
@@ -406,7 +412,7 @@ class PostgresSource(Source):
                 return f"SELECT * FROM postgres_query({duck.sql_string(src)}, {duck.sql_string(sql)})"
         checks = [(i, f.name) for i, f in enumerate(schema)
                   if pa.types.is_temporal(f.type) and (f.metadata or {}).get(NATIVE_TYPE_KEY) is not None]
-        stream = self._stream(query, schema, batch_rows, checks, parallel=scan_table is not None, budget=budget)
+        stream = self._stream(query, schema, batch_rows, checks, parallel, budget=budget)
         if scan_table is None:
             return stream
         decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]

@@ -162,10 +162,10 @@ def test_200k_rows_in_batches_exactly_once(src, path):
     assert pc.min(ids).as_py() == 1 and pc.max(ids).as_py() == N and batches >= N // 30_000
 
 
-def test_a_one_stream_read_runs_on_a_one_thread_duckdb_and_a_table_scan_on_every_core(pgsrc, monkeypatch):
+def test_a_one_stream_read_runs_on_a_one_thread_duckdb_and_a_big_table_scan_on_every_core(pgsrc, monkeypatch):
     """A `postgres_query` read is one stream: a second DuckDB worker would only poll for its one task and burn a core
-    the server and the Parquet writer need (≈ 0.7 CPU-s per 5 M rows measured). DuckDB's own table scan splits the
-    table into ctid ranges and uses every core."""
+    the server and the Parquet writer need (≈ 0.7 CPU-s per 5 M rows measured). DuckDB's own table scan splits a
+    table into ctid ranges of 1,000 pages and uses every core; a smaller table is one range, one stream."""
     threads = []
     real = duck.attached
 
@@ -178,8 +178,12 @@ def test_a_one_stream_read_runs_on_a_one_thread_duckdb_and_a_table_scan_on_every
     sql, schema = plan_sql(pgsrc, rel, order=())
     assert sum(b.num_rows for b in pgsrc.read(sql, schema, 50_000)) == N
     scan = pgsrc.dialect.select(rel, [pgsrc.dialect.quote_ident(f.name) for f in schema])
-    assert sum(b.num_rows for b in pgsrc.read(scan, schema, 50_000, scan_table="big")) == N
-    assert threads == [1, duck.os.cpu_count()]
+    assert sum(b.num_rows for b in pgsrc.read(scan, schema, 50_000, scan_table="big")) == N   # 1,600+ pages
+    small = Relation(table="pk2")
+    small_schema = plan_sql(pgsrc, small, order=())[1]
+    pk2 = pgsrc.dialect.select(small, [pgsrc.dialect.quote_ident(f.name) for f in small_schema])
+    assert sum(b.num_rows for b in pgsrc.read(pk2, small_schema, 50_000, scan_table="pk2")) == 0
+    assert threads == [1, duck.os.cpu_count(), 1]
 
 
 def test_ordered_read_keeps_order_and_filters(src):
