@@ -26,7 +26,7 @@ from engine.errors import ExitClass, RivetError, internal
 from engine.planner import ExportPlan, TaskSpec, run_started_at
 from engine.run.remote import (TASK_TOPIC, TaskEnvelope, credential_rule, error_from_fields, run_envelope,
                                strip_password)
-from engine.run.task import TaskResult, execute_task
+from engine.run.task import ReadSlot, TaskResult, execute_task
 from engine.urls import is_loopback
 
 if TYPE_CHECKING:
@@ -38,12 +38,13 @@ RECONNECT_AFTER_S = 30
 
 class Executor(Protocol):
     """Where a task's body runs. `started(worker)` is called once the task is placed; `stop` asks a running task to
-    end between batches (RIVET_RUN_STOPPED)."""
+    end between batches (RIVET_RUN_STOPPED); `read_slot`, when given, is released as soon as the task's source
+    reads end (task.ReadSlot)."""
     name: str
 
     def run_task(self, task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
                  emit: ev.Emit, started: Callable[[str], None] | None = None,
-                 stop: threading.Event | None = None) -> TaskResult: ...
+                 stop: threading.Event | None = None, read_slot: ReadSlot | None = None) -> TaskResult: ...
 
     def close(self) -> None: ...
 
@@ -54,10 +55,10 @@ class LocalExecutor:
 
     def run_task(self, task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
                  emit: ev.Emit, started: Callable[[str], None] | None = None,
-                 stop: threading.Event | None = None) -> TaskResult:
+                 stop: threading.Event | None = None, read_slot: ReadSlot | None = None) -> TaskResult:
         if started is not None:
             started(threading.current_thread().name)
-        return execute_task(task, plan, source_cfg, dest, emit, stop)
+        return execute_task(task, plan, source_cfg, dest, emit, stop, read_slot)
 
     def close(self) -> None:
         pass
@@ -121,7 +122,8 @@ class DaskExecutor:
     # -- the seam ----------------------------------------------------------------------------------------------
     def run_task(self, task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
                  emit: ev.Emit, started: Callable[[str], None] | None = None,
-                 stop: threading.Event | None = None) -> TaskResult:
+                 stop: threading.Event | None = None, read_slot: ReadSlot | None = None) -> TaskResult:
+        # read_slot: unused; a worker reads for as long as the coordinator's thread waits for it (runner)
         if dest.kind == "stdout":   # one ordered byte stream: only this process can write it
             return self._local.run_task(task, plan, source_cfg, dest, emit, started, stop)
         if dest.kind == "local":

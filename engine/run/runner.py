@@ -33,7 +33,7 @@ from engine.manifest import SUCCESS
 from engine.planner import ExportPlan, TaskSpec, plan_export, plan_windows, relation_of, run_started_at
 from engine.run.commit import RunCommit, certify, iso
 from engine.run.executors import Executor, make_executor
-from engine.run.task import STOPPED, TaskResult, stopped_error
+from engine.run.task import STOPPED, ReadSlot, TaskResult, stopped_error
 from engine.secrets import redact
 from engine.sources import LOCKED, Source, open_source
 from engine.state import StateStore
@@ -422,16 +422,24 @@ class Runner:
     def _task_outcomes(self, plan: ExportPlan, dest: Destination, checkpointed: bool, spent: dict[int | None, int],
                        parallel: int) -> Iterator[list[Future[TaskResult | None]]]:
         """The tasks' outcomes as they complete: every outcome ready at once, in task order, so that their state is
-        written in one transaction (with 8 chunks in flight, several finish while the last batch commits). With
-        parallel = 1 the tasks run one by one in this thread: a pool would add a thread and two hand-overs to every
-        export, and most exports are one small task."""
+        written in one transaction (with 8 chunks in flight, several finish while the last batch commits).
+
+        On this process's threads, one more task than `parallel` runs: at most `parallel` of them read the source
+        (task.ReadSlot), the extra one writes the tail of a chunk whose reads have ended while the next chunk's
+        read starts. Not when the export is throttled (throttle_ms, the production profile): there chunks follow
+        one another strictly. An export of one task runs in this thread: a pool would add a thread and two
+        hand-overs to every export, and most exports are one small task."""
         locked = threading.Event()
+        pooled = len(plan.tasks) > 1
+        overlap = pooled and self.executor.name == "local" and not plan.export.tuning.throttle_ms
+        reads = threading.Semaphore(parallel) if overlap else None
 
         def attempt(task: TaskSpec) -> TaskResult | None:
-            return self._attempt_task(task, plan, dest, checkpointed, locked, spent.get(task.index, 0))
-        if parallel > 1:
+            return self._attempt_task(task, plan, dest, checkpointed, locked, spent.get(task.index, 0), reads)
+        if pooled:
             ready: queue.SimpleQueue[tuple[int, Future[TaskResult | None]]] = queue.SimpleQueue()
-            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rivet-task") as pool:
+            threads = parallel + 1 if overlap else parallel
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rivet-task") as pool:
                 def deliver(i: int) -> Callable[[Future[TaskResult | None]], None]:
                     return lambda future: ready.put((i, future))
                 for i, task in enumerate(plan.tasks):
@@ -453,7 +461,8 @@ class Runner:
             yield [outcome]
 
     def _attempt_task(self, task: TaskSpec, plan: ExportPlan, dest: Destination, checkpointed: bool,
-                      locked: threading.Event, spent: int = 0) -> TaskResult | None:
+                      locked: threading.Event, spent: int = 0,
+                      reads: threading.Semaphore | None = None) -> TaskResult | None:
         """Retry transient failures with exponential backoff. Chunk tries are recorded in state and capped by
         chunk_max_attempts (so a crash does not reset the count); other tasks get max_retries retries.
 
@@ -475,9 +484,19 @@ class Runner:
             self.emit(ev.Retrying(exp.name, plan.run_id, state.attempt_number, str(err),
                                   state.next_action.sleep if state.next_action else 0, task.index))
 
-        def once() -> TaskResult:
+        def once() -> TaskResult | None:
             if self.cancelled.is_set():
                 raise stopped_error()
+            slot = ReadSlot(reads, self.cancelled) if reads is not None else None   # before the chunk shows as started
+            try:
+                if locked.is_set():   # the chunk that held the slot met a rewrite: this one would wait it out too
+                    return None
+                return attempt_once(slot)
+            finally:
+                if slot is not None:
+                    slot.release()
+
+        def attempt_once(slot: ReadSlot | None) -> TaskResult:
             attempt = 1
             if chunk is not None:
                 attempt = self.store.start_task(plan.run_id, chunk, max_attempts=spent + limit)
@@ -486,7 +505,8 @@ class Runner:
                 if task.index is not None:
                     self.emit(ev.ChunkStarted(exp.name, plan.run_id, task.index, task.lo, task.hi, attempt, worker))
             try:
-                tr = self.executor.run_task(task, plan, self.config.source, dest, self.emit, started, self.cancelled)
+                tr = self.executor.run_task(task, plan, self.config.source, dest, self.emit, started, self.cancelled,
+                                            read_slot=slot)
             except Exception as e:
                 err = e if isinstance(e, RivetError) else internal(e)
                 if err.code == STOPPED:
@@ -507,7 +527,8 @@ class Runner:
                             wait=wait_exponential(multiplier=backoff, min=backoff, max=60), before_sleep=before_sleep,
                             reraise=True)
         tr = retrying(once)
-        tr.retries = retries
+        if tr is not None:
+            tr.retries = retries
         return tr
 
 

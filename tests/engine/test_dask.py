@@ -92,12 +92,12 @@ class StartRecorder(DaskExecutor):
         super().__init__(config)
         self.starts: dict[int, str] = {}
 
-    def run_task(self, task, plan, source_cfg, dest, emit, started=None, stop=None):
+    def run_task(self, task, plan, source_cfg, dest, emit, started=None, stop=None, read_slot=None):
         def record(worker):
             self.starts[task.index] = worker
             if started is not None:
                 started(worker)
-        return super().run_task(task, plan, source_cfg, dest, emit, record, stop)
+        return super().run_task(task, plan, source_cfg, dest, emit, record, stop, read_slot)
 
 
 def run(config, events: list | None = None, executor=None):

@@ -128,3 +128,74 @@ def test_one_failing_stream_of_several_fails_the_read_and_stops_the_others():
                 pass
     assert finishes(run, 20)
     assert other.interrupted.is_set()
+
+
+def test_on_end_fires_once_the_streams_end_while_the_writer_still_has_items():
+    """The read slot is given back here (task.ReadSlot): the next chunk's read may start while this writer drains."""
+    ended = threading.Event()
+    calls = []
+
+    def on_end():
+        calls.append(1)
+        ended.set()
+    seen = []
+    for n in prefetch([iter(range(5))], depth=2, on_end=on_end):
+        seen.append(n)
+        if n == 3:   # items 4 and the end are queued: the reader has finished
+            assert ended.wait(10), "the end of the reads was not reported while item 4 waited for the writer"
+    assert seen == list(range(5)) and calls == [1]
+
+
+def test_on_end_fires_once_when_the_writer_stops_first():
+    calls = []
+    with pytest.raises(OSError):
+        for n in prefetch([iter(range(10_000)), iter(range(10_000))], depth=2, on_end=lambda: calls.append(1)):
+            if n == 5:
+                raise OSError(28, "No space left on device")
+    assert calls == [1]
+
+
+def test_the_next_chunk_reads_while_the_last_one_is_written_and_reads_never_exceed_parallel(pg, tmp_path,
+                                                                                              monkeypatch):
+    """parallel = 1: one chunk reads the source at a time, and the next chunk's read starts as soon as the previous
+    chunk's reads end, while that chunk's writer still drains its queue and commits its part."""
+    from engine.run import task as task_mod
+    from tests.helpers import export_config, read_table, run_json, write_config
+    chunks = 4
+    pg.sql("DROP TABLE IF EXISTS overlap_items; CREATE TABLE overlap_items (id bigint PRIMARY KEY, v text);"
+           "INSERT INTO overlap_items SELECT g, md5(g::text) FROM generate_series(1, 4000) g")
+    cfg = write_config(tmp_path / "rivet.toml", export_config(
+        pg.url, name="overlap", table="overlap_items", mode="chunked",
+        extra="chunk_size = 1000\nparallel = 1\n[exports.tuning]\nbatch_size = 100\nthrottle_ms = 0"))
+    lock = threading.Lock()
+    reads: list[threading.Event] = []          # one per read, in the order reads start
+    active, peak, overlapped = [0], [0], []
+    real = task_mod.prefetch
+
+    def watched(streams, depth=task_mod.READ_AHEAD, on_end=None):
+        with lock:
+            k = len(reads)
+            reads.append(threading.Event())
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+
+        def ended():
+            with lock:
+                active[0] -= 1
+            if on_end is not None:
+                on_end()
+        yield from real(streams, depth, on_end=ended)
+        if k + 1 < chunks:   # this chunk's reads are over, its writer not yet done: the next read must start now
+            deadline = threading.Event()
+            for _ in range(100):
+                with lock:
+                    if len(reads) > k + 1:
+                        break
+                deadline.wait(0.1)
+            with lock:
+                overlapped.append(len(reads) > k + 1)
+    monkeypatch.setattr(task_mod, "prefetch", watched)
+    out = run_json(cfg)
+    assert out["exports"][0]["status"] == "succeeded" and out["exports"][0]["rows"] == 4000, out
+    assert overlapped == [True] * (chunks - 1) and peak[0] == 1
+    assert sorted(read_table(tmp_path / "out").column("id").to_pylist()) == list(range(1, 4001))
