@@ -154,7 +154,9 @@ def test_cluster_export_equals_local_and_workers_never_open_state(tmp_path, item
 
     workers = set(client.scheduler_info()["workers"])
     finished = [e for e in events if type(e).__name__ == "ChunkFinished"]
-    assert len(finished) == 6 and {e.worker for e in finished} <= workers and len({e.worker for e in finished}) == 2
+    # every chunk ran on a worker of the cluster; which one is Dask's choice (a chunk that finishes before the
+    # next is submitted may leave the other worker idle), so the spread is not asserted
+    assert len(finished) == 6 and {e.worker for e in finished} <= workers
     assert executor.starts == {e.chunk_index: e.worker for e in finished}   # announced live, as each attempt began
     batches = [e for e in events if type(e).__name__ == "BatchWritten"]
     assert sum(e.rows for e in batches) == ROWS      # worker events replayed on the coordinator
