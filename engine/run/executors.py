@@ -171,12 +171,16 @@ class DaskExecutor:
                                  f"Dask worker {worker} died while running chunk {task.index}",
                                  "the chunk is retried; parts of the lost attempt stay out of the manifest",
                                  ExitClass.TRANSIENT, transient=True)
-            return self._outcome(future, task, emit)
+            return self._outcome(future, task, emit, started if where is None else None)
 
-    def _outcome(self, future, task, emit):
+    def _outcome(self, future, task, emit, started=None):
+        """The attempt's result, its events replayed first. `started`: the attempt ended before it announced
+        itself (remote.ANNOUNCE_AFTER_S), so its outcome names the worker."""
         if future.status != "finished":
             raise _future_error(future, task, self.address)
         out = future.result()
+        if started is not None:
+            started(out.worker)
         for event in out.events:     # the worker could not reach the coordinator's emit: replay, in order
             emit(event)
         if out.error:

@@ -157,7 +157,7 @@ def test_cluster_export_equals_local_and_workers_never_open_state(tmp_path, item
     # every chunk ran on a worker of the cluster; which one is Dask's choice (a chunk that finishes before the
     # next is submitted may leave the other worker idle), so the spread is not asserted
     assert len(finished) == 6 and {e.worker for e in finished} <= workers
-    assert executor.starts == {e.chunk_index: e.worker for e in finished}   # announced live, as each attempt began
+    assert executor.starts == {e.chunk_index: e.worker for e in finished}   # announced live, or by a quick outcome
     batches = [e for e in events if type(e).__name__ == "BatchWritten"]
     assert sum(e.rows for e in batches) == ROWS      # worker events replayed on the coordinator
     assert {r["status"] for r in store.chunk_tasks(result.run_id)} == {"completed"}
@@ -166,6 +166,50 @@ def test_cluster_export_equals_local_and_workers_never_open_state(tmp_path, item
     state = str(config.state_path)
     assert seen and not any(state in paths or any(p.endswith(".duckdb") for p in paths) for paths in seen.values())
     assert not any(client.run(lambda: "engine.state" in sys.modules).values())
+
+
+def test_a_long_chunk_is_placed_live_and_a_quick_one_by_its_outcome(tmp_path, items, s3_bucket, cluster):
+    """A worker announces an attempt once it has run remote.ANNOUNCE_AFTER_S (0.25 s): the TUI shows a long chunk's
+    worker while it runs. A chunk that ends sooner saves that message; its outcome names the worker. Either way
+    ChunkStarted names the worker that ran the chunk, before its ChunkFinished."""
+    lc, client = cluster
+
+    class LiveStarts(StartRecorder):
+        def __init__(self, config):
+            super().__init__(config)
+            self.live: dict[int, bool] = {}
+
+        def run_task(self, task, plan, source_cfg, dest, emit, started=None, stop=None, read_slot=None):
+            def record(worker):   # is the attempt still running on that worker as it is placed?
+                keys = {k for k in self._inflight if k.split("-")[-2] == str(task.index)}
+                self.live[task.index] = bool(keys & set(client.processing().get(worker, ())))
+                if started is not None:
+                    started(worker)
+            return super().run_task(task, plan, source_cfg, dest, emit, record, stop, read_slot)
+
+    def announce_after(seconds: float) -> None:   # on each worker process
+        from engine.run import remote
+        remote.ANNOUNCE_AFTER_S = seconds
+
+    # slow: 4 batches x 0.4 s per chunk, announced at 0.25 s; quick: the workers announce nothing within the run
+    for name, tuning, after, live in (("slow", "batch_size = 1000\n        throttle_ms = 400", 0.25, True),
+                                      ("quick", "batch_size = 4000", 3600, False)):
+        client.run(announce_after, after)
+        events: list = []
+        config = make_config(tmp_path / name, items.url, s3_bucket.destination(f"{name}/"), dask_section(lc),
+                             tuning=tuning, chunk_size=4000)   # 3 chunks
+        executor = LiveStarts(config)
+        try:
+            result, _ = run(config, events, executor)
+        finally:
+            client.run(announce_after, 0.25)
+        assert result.status == "succeeded" and result.rows == ROWS, result.error
+        order = [(type(e).__name__, e.chunk_index, e.worker) for e in events
+                 if type(e).__name__ in ("ChunkStarted", "ChunkFinished")]
+        for i in range(3):
+            (_, _, ran_on), = [o for o in order if o[:2] == ("ChunkFinished", i)]
+            assert order.index(("ChunkStarted", i, ran_on)) < order.index(("ChunkFinished", i, ran_on)), order
+        assert executor.live == {0: live, 1: live, 2: live}
 
 
 def test_killed_worker_counts_as_an_attempt_and_the_export_stays_exact(tmp_path, items, s3_bucket, cluster):
