@@ -38,7 +38,8 @@ class TaskSpec:
     lo: str | None = None
     hi: str | None = None
     scan_table: str | None = None
-    split: tuple[str, ...] = ()     # the same window as sub-windows read side by side (empty: read `sql`)
+    split: tuple[str, ...] = ()     # the same window as consecutive sub-windows (empty: read `sql`)...
+    readers: int = 1                # ...read by this many threads side by side, each taking the next when done
 
 
 @dataclass
@@ -340,13 +341,16 @@ def _plan_chunks(plan: ExportPlan, src: Source, store, select_exprs: list[str], 
     def task_sql(lo, hi) -> str:
         return d.select(rel, select_exprs, window_predicate(exp, d, qcol, lo, hi), [])
 
-    def ways(windows: int) -> int:   # sub-windows per window: one per core a chunk may use, if each is big enough
+    def ways(windows: int) -> int:   # readers per window: one per core a chunk may use, if each has enough to read
         big = (plan.rows_estimate or 0) // max(1, windows) >= 2 * SPLIT_MIN_ROWS
         return max(1, src.concurrent_reads // exp.parallel) if big else 1
 
     def task(i: int, lo, hi, lo_text: str | None, hi_text: str | None, n: int) -> TaskSpec:
+        # SPLIT_PIECES sub-windows per reader: readers that take the next piece as they finish end within one
+        # piece of each other, instead of one reader finishing its half alone while a core idles
+        pieces = split_window(exp, lo, hi, n * SPLIT_PIECES) if n > 1 else []
         return TaskSpec(i, task_sql(lo, hi), lo_text, hi_text,
-                        split=tuple(task_sql(a, b) for a, b in split_window(exp, lo, hi, n)))
+                        split=tuple(task_sql(a, b) for a, b in pieces), readers=n)
 
     if exp.chunk_checkpoint:
         run = store.latest_chunk_run(exp.name)
@@ -409,7 +413,8 @@ def window_predicate(exp: ExportConfig, d, qcol: str, lo, hi) -> list[str]:
     return [f"{qcol} BETWEEN {d.literal(lo)} AND {d.literal(hi)}"]
 
 
-SPLIT_MIN_ROWS = 250_000   # a sub-window smaller than this is not worth its own query and connection
+SPLIT_MIN_ROWS = 250_000   # a window split for n readers holds at least 2 n × this many rows (estimated)
+SPLIT_PIECES = 4           # sub-windows per reader of a split window
 
 
 def split_window(exp: ExportConfig, lo, hi, ways: int) -> list[tuple]:

@@ -73,25 +73,30 @@ class ReadSlot:
 
 
 def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD,
-             on_end: Callable[[], None] | None = None) -> Iterator[T]:
+             on_end: Callable[[], None] | None = None, readers: int | None = None) -> Iterator[T]:
     """Pull items on helper threads so reading the source overlaps writing the part (both release the GIL).
 
-    `batches` is one stream, or a list of streams read side by side (a window split into sub-windows): items come
-    in the order they arrive; the whole ends when every stream has ended, and fails on the first error.
+    `batches` is one stream, or a list of streams (a window split into sub-windows) read by `readers` threads side by
+    side (default: one per stream), each taking the next stream not yet started when its own ends, so that they
+    finish within one stream of each other: items come in the order they arrive; the whole ends when every stream
+    has ended, and fails on the first error.
 
     No hand-over ever waits without watching the other side: a reader puts with a timeout and stops when the
     writer has gone (a full disk, an error, a cancel), the writer gets with a timeout and notices readers that
-    died without a word. When the writer stops first, the readers are interrupted if the source supports it
-    (`interrupt()`), and the writer waits at most JOIN_S for them.
+    died without a word. When the writer stops first, the streams being read are interrupted if the source supports
+    it (`interrupt()`), those not started are closed, and the writer waits at most JOIN_S for the readers.
 
     `on_end` is called once every stream has ended and closed (read to the end or not), while the writer may still
     have items to take."""
     streams = batches if isinstance(batches, list) else [batches]
-    q: queue.Queue = queue.Queue(maxsize=depth * len(streams))
+    threads = max(1, min(readers or len(streams), len(streams)))
+    q: queue.Queue = queue.Queue(maxsize=depth * threads)
     stop = threading.Event()
     done = object()
-    running = [len(streams)]
-    running_lock = threading.Lock()
+    lock = threading.Lock()
+    todo = list(reversed(streams))          # not started yet: taken from the end, in the given order
+    reading: list[Iterable[T]] = []         # started, not yet closed
+    left = [len(streams)]                   # not yet closed
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -102,34 +107,46 @@ def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD,
                 continue
         return False
 
-    def pump(stream: Iterable[T]) -> None:
-        try:
-            for b in stream:
-                if not put(b):
-                    return
-            put(done)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            put(e)
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-            with running_lock:
-                running[0] -= 1
-                last = running[0] == 0
-            if last and on_end is not None:
-                on_end()
+    def closed(stream: Iterable[T]) -> None:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        with lock:
+            if stream in reading:
+                reading.remove(stream)
+            left[0] -= 1
+            last = left[0] == 0
+        if last and on_end is not None:
+            on_end()
 
-    readers = [threading.Thread(target=pump, args=(s,), name="rivet-read", daemon=True) for s in streams]
-    for r in readers:
-        r.start()
+    def pump() -> None:
+        while True:
+            with lock:
+                if stop.is_set() or not todo:
+                    return
+                stream = todo.pop()
+                reading.append(stream)
+            try:
+                for b in stream:
+                    if not put(b):
+                        return
+                put(done)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                put(e)
+                return
+            finally:
+                closed(stream)
+
+    pumps = [threading.Thread(target=pump, name="rivet-read", daemon=True) for _ in range(threads)]
+    for t in pumps:
+        t.start()
     try:
         ended = 0
         while ended < len(streams):
             try:
                 item = q.get(timeout=POLL_S)
             except queue.Empty:
-                if not any(r.is_alive() for r in readers) and q.empty():
+                if not any(t.is_alive() for t in pumps) and q.empty():
                     raise RivetError("RIVET_SOURCE_READER_LOST", "the source reader stopped without a result",
                                      "this is a bug in rivet; rerun with RIVET_DEBUG=1", ExitClass.INTERNAL)
                 continue
@@ -141,16 +158,21 @@ def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD,
             yield item
     finally:
         stop.set()
-        for stream, reader in zip(streams, readers):
+        with lock:
+            unread, todo[:] = todo[:], []
+            active = list(reading)
+        for stream in unread:
+            closed(stream)
+        for stream in active:
             interrupt = getattr(stream, "interrupt", None)
-            if interrupt is not None and reader.is_alive():
+            if interrupt is not None:
                 try:
                     interrupt()
                 except Exception:  # noqa: BLE001 - the reader closed its connection meanwhile: nothing left to stop
                     pass
         deadline = time.monotonic() + JOIN_S
-        for reader in readers:
-            reader.join(max(0.0, deadline - time.monotonic()))
+        for t in pumps:
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,
@@ -204,7 +226,8 @@ def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, des
             writing = False
             streams = [src.read(sql, plan.read_schema, plan.batch_rows, task.scan_table, budget=budget)
                        for sql in task.split or (task.sql,)]
-            for batch in prefetch(streams, on_end=read_slot.release if read_slot is not None else None):
+            for batch in prefetch(streams, on_end=read_slot.release if read_slot is not None else None,
+                                  readers=task.readers):
                 if stop is not None and stop.is_set():
                     raise stopped_error()
                 if guards:

@@ -63,16 +63,17 @@ def test_chunk_by_days_half_open(tmp_path, items):
     assert sorted(ids) == list(range(1, 1001))   # each row once: windows are half-open
 
 
-@pytest.mark.parametrize("window, split", [
-    ("chunk_size = 500", ['("id" BETWEEN 1 AND 250)', '("id" BETWEEN 251 AND 500)']),
-    ('chunk_column = "day"\n        chunk_by_days = 4',
-     [""""day" >= DATE '2024-01-01') AND ("day" < DATE '2024-01-03')""",
-      """"day" >= DATE '2024-01-03') AND ("day" < DATE '2024-01-05')"""])])
+@pytest.mark.parametrize("window, pieces, split", [
+    ("chunk_size = 500", 8, ['("id" BETWEEN 1 AND 63)', '("id" BETWEEN 64 AND 126)']),
+    ('chunk_column = "day"\n        chunk_by_days = 4', 4,     # a day is the narrowest sub-window
+     [""""day" >= DATE '2024-01-01') AND ("day" < DATE '2024-01-02')""",
+      """"day" >= DATE '2024-01-02') AND ("day" < DATE '2024-01-03')"""])])
 def test_a_big_window_is_read_as_sub_windows_side_by_side_and_each_row_arrives_once(tmp_path, items, monkeypatch,
-                                                                                     window, split):
+                                                                                     window, pieces, split):
     """With parallel = 1 one chunk at a time reads, and one PostgreSQL backend streams at about one core's speed:
-    a window estimated at 2 × SPLIT_MIN_ROWS or more is read as one sub-window per core, side by side. Lowered
-    here so a 1,000-row table splits; the rows must be exactly the window's, each once."""
+    a window estimated at 2 × SPLIT_MIN_ROWS or more is read by one reader per core, side by side, in SPLIT_PIECES
+    sub-windows per reader (a reader takes the next as it finishes). Lowered here so a 1,000-row table splits; the
+    rows must be exactly the window's, each once."""
     import engine.planner
     from engine.sources.postgres import PostgresSource
     monkeypatch.setattr(engine.planner, "SPLIT_MIN_ROWS", 100)
@@ -81,7 +82,7 @@ def test_a_big_window_is_read_as_sub_windows_side_by_side_and_each_row_arrives_o
     cfg = write_config(tmp_path / "rivet.toml", cfg_text(items.url, extra=window))
     tasks = json.loads(rivet("plan", "-c", cfg, "--json", check=0).stdout)["exports"][0]["tasks"]
     first = tasks[0]["split"]
-    assert len(first) == 2 and all(p in sql for p, sql in zip(split, first)), first
+    assert tasks[0]["readers"] == 2 and len(first) == pieces and all(p in sql for p, sql in zip(split, first)), first
     [exp] = run_json(cfg)["exports"]
     assert exp["status"] == "succeeded" and exp["rows"] == 1000
     ids = read_table(tmp_path / "out").column("id").to_pylist()

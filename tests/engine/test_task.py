@@ -172,7 +172,7 @@ def test_the_next_chunk_reads_while_the_last_one_is_written_and_reads_never_exce
     active, peak, overlapped = [0], [0], []
     real = task_mod.prefetch
 
-    def watched(streams, depth=task_mod.READ_AHEAD, on_end=None):
+    def watched(streams, depth=task_mod.READ_AHEAD, on_end=None, readers=None):
         with lock:
             k = len(reads)
             reads.append(threading.Event())
@@ -184,7 +184,7 @@ def test_the_next_chunk_reads_while_the_last_one_is_written_and_reads_never_exce
                 active[0] -= 1
             if on_end is not None:
                 on_end()
-        yield from real(streams, depth, on_end=ended)
+        yield from real(streams, depth, on_end=ended, readers=readers)
         if k + 1 < chunks:   # this chunk's reads are over, its writer not yet done: the next read must start now
             deadline = threading.Event()
             for _ in range(100):
@@ -199,3 +199,43 @@ def test_the_next_chunk_reads_while_the_last_one_is_written_and_reads_never_exce
     assert out["exports"][0]["status"] == "succeeded" and out["exports"][0]["rows"] == 4000, out
     assert overlapped == [True] * (chunks - 1) and peak[0] == 1
     assert sorted(read_table(tmp_path / "out").column("id").to_pylist()) == list(range(1, 4001))
+
+
+def test_fewer_readers_than_streams_read_each_stream_once_and_never_more_at_once():
+    """A split window: SPLIT_PIECES sub-windows per reader; a reader takes the next one as its own ends."""
+    lock = threading.Lock()
+    now, peak = [0], [0]
+
+    def stream(lo: int):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        try:
+            yield from range(lo, lo + 100)
+        finally:
+            with lock:
+                now[0] -= 1
+    ends = []
+    merged = list(prefetch([stream(i * 100) for i in range(8)], depth=2, readers=2, on_end=lambda: ends.append(1)))
+    assert sorted(merged) == list(range(800)) and peak[0] == 2 and ends == [1]
+
+
+def test_streams_not_started_are_closed_when_the_writer_stops():
+    """Each sub-window holds a cursor: those a reader never reached must be closed too, and on_end still fires."""
+    closed = []
+
+    class Window:
+        def __init__(self, n):
+            self.n = n
+
+        def __iter__(self):
+            return iter(range(1000))
+
+        def close(self):
+            closed.append(self.n)
+    ends = []
+    with pytest.raises(OSError):
+        for item in prefetch([Window(n) for n in range(6)], depth=2, readers=2, on_end=lambda: ends.append(1)):
+            if item == 10:
+                raise OSError(28, "No space left on device")
+    assert sorted(closed) == list(range(6)) and ends == [1]
