@@ -6,6 +6,7 @@ a full queue forever, holding the export's lock, and every later cron run exited
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -168,32 +169,28 @@ def test_the_next_chunk_reads_while_the_last_one_is_written_and_reads_never_exce
         pg.url, name="overlap", table="overlap_items", mode="chunked",
         extra="chunk_size = 1000\nparallel = 1\n[exports.tuning]\nbatch_size = 100\nthrottle_ms = 0"))
     lock = threading.Lock()
-    reads: list[threading.Event] = []          # one per read, in the order reads start
-    active, peak, overlapped = [0], [0], []
+    started, reading, peak, overlapped = [0], [0], [0], []   # reads started; reading now; most at once
     real = task_mod.prefetch
 
     def watched(streams, depth=task_mod.READ_AHEAD, on_end=None, readers=None):
         with lock:
-            k = len(reads)
-            reads.append(threading.Event())
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
+            k = started[0]
+            started[0] += 1
+            reading[0] += 1
+            peak[0] = max(peak[0], reading[0])
 
         def ended():
             with lock:
-                active[0] -= 1
+                reading[0] -= 1
             if on_end is not None:
                 on_end()
         yield from real(streams, depth, on_end=ended, readers=readers)
         if k + 1 < chunks:   # this chunk's reads are over, its writer not yet done: the next read must start now
-            deadline = threading.Event()
             for _ in range(100):
-                with lock:
-                    if len(reads) > k + 1:
-                        break
-                deadline.wait(0.1)
-            with lock:
-                overlapped.append(len(reads) > k + 1)
+                if started[0] > k + 1:
+                    break
+                time.sleep(0.1)
+            overlapped.append(started[0] > k + 1)
     monkeypatch.setattr(task_mod, "prefetch", watched)
     out = run_json(cfg)
     assert out["exports"][0]["status"] == "succeeded" and out["exports"][0]["rows"] == 4000, out
