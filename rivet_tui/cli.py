@@ -648,11 +648,21 @@ def main(argv=None) -> None:
     sys.exit(int(code))
 
 
+def arrow_allocator() -> None:
+    """Arrow's jemalloc pool instead of its default (mimalloc): the same exports peak 8-25 % lower in RSS at the same
+    speed (200 small tables 360 → 275 MiB, 5 M rows from MariaDB 301 → 257 MiB; docs/performance.md). Arrow reads the
+    variable when it loads, so this runs before anything imports pyarrow; only on Linux, where pyarrow's wheels carry
+    jemalloc (elsewhere Arrow would warn and keep its default). An ARROW_DEFAULT_MEMORY_POOL already set wins."""
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
+
 def entry() -> None:
     """The `rivet` command: main(), then a quick exit. By the time main returns, every command has closed, flushed
     and fsynced what it wrote; tearing the interpreter down (every module, the DuckDB instance, Arrow's pools)
     would add ≈ 0.1 s to each process for nothing (measured: 1.02 vs 1.15 s for one small export). atexit
     handlers still run. Only when no other non-daemon thread is alive: otherwise the normal exit waits for it."""
+    arrow_allocator()
     try:
         main()
     except SystemExit as e:

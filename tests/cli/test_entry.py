@@ -34,3 +34,27 @@ def test_output_exit_code_and_atexit_handlers_survive_the_quick_exit(tmp_path):
 def test_a_non_daemon_thread_still_working_is_waited_for():
     p = run("--with-thread", "--version")
     assert p.returncode == 0 and "thread finished" in p.stdout
+
+
+POOL = """
+from rivet_tui import cli
+def main():
+    import pyarrow as pa
+    print(pa.default_memory_pool().backend_name)
+cli.main = main
+cli.entry()
+"""
+
+
+def test_the_rivet_command_allocates_arrow_memory_with_jemalloc_unless_the_operator_chose():
+    """jemalloc's pool peaks 8-25 % lower in RSS than Arrow's default (mimalloc) for the same exports."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+
+    def pool(**extra: str) -> str:
+        p = subprocess.run([sys.executable, "-c", POOL], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                           env={**env, **extra})
+        assert p.returncode == 0 and not p.stderr, p.stderr
+        return p.stdout.strip()
+    assert pool() == "jemalloc"
+    assert pool(ARROW_DEFAULT_MEMORY_POOL="system") == "system"
