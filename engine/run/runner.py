@@ -426,12 +426,13 @@ class Runner:
 
         On this process's threads, one more task than `parallel` runs: at most `parallel` of them read the source
         (task.ReadSlot), the extra one writes the tail of a chunk whose reads have ended while the next chunk's
-        read starts. Not when the export is throttled (throttle_ms, the production profile): there chunks follow
-        one another strictly. An export of one task runs in this thread: a pool would add a thread and two
-        hand-overs to every export, and most exports are one small task."""
+        read starts. Not when the export is throttled (throttle_ms, the production profile) or streams to stdout
+        (its parts keep chunk order there): chunks follow one another strictly. An export of one task runs in this
+        thread: a pool would add a thread and two hand-overs to every export, and most exports are one small task."""
         locked = threading.Event()
         pooled = len(plan.tasks) > 1
-        overlap = pooled and self.executor.name == "local" and not plan.export.tuning.throttle_ms
+        overlap = (pooled and self.executor.name == "local" and not plan.export.tuning.throttle_ms
+                   and dest.kind != "stdout")
         reads = threading.Semaphore(parallel) if overlap else None
 
         def attempt(task: TaskSpec) -> TaskResult | None:

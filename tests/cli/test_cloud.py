@@ -162,6 +162,34 @@ def test_stdout_destination_streams_bytes_and_keeps_cursor(tmp_path, items):
     assert proc.returncode == 1 and "RIVET_CLI_STDOUT_ONE_EXPORT" in proc.stderr
 
 
+def test_chunked_csv_to_stdout_streams_its_rows_in_chunk_order(tmp_path, items):
+    """One ordered byte stream: chunks follow one another strictly (no read overlap, runner._task_outcomes); on a
+    pipe a chunk is one part (never rotated)."""
+    cfg = write_config(tmp_path / "rivet.toml", f"""
+        [source]
+        type = "postgres"
+        url = "{items.url}"
+
+        [[exports]]
+        name = "items"
+        table = "cloud_items"
+        mode = "chunked"
+        chunk_size = 500
+        parallel = 1
+        format = "csv"
+        destination = {{ type = "stdout" }}
+        [exports.tuning]
+        batch_size = 100
+        throttle_ms = 0
+        """)
+    proc = rivet("run", "-c", cfg, "--no-tui", check=0)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = lines[0]   # each part starts with one
+    ids = [int(line.split(",")[0]) for line in lines if line != header]
+    assert ids == list(range(1, 3001)) and lines.count(header) == 6   # a part per chunk, in chunk order
+
+
 def test_stdout_parquet_pipes_into_a_reader(tmp_path, items):
     cfg = write_config(tmp_path / "rivet.toml", f"""
         [source]
