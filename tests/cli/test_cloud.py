@@ -38,6 +38,8 @@ def dest_toml(store, prefix: str, **overrides) -> str:
 
 
 def config(tmp_path, pg, store, mode="full", extra="", prefix="{export}/", **dest_overrides):
+    """One export of cloud_items to `store`, or to stdout when store is None; `extra` lines go in the export."""
+    destination = '{ type = "stdout" }' if store is None else dest_toml(store, prefix, **dest_overrides)
     return write_config(tmp_path / "rivet.toml", f"""
         [source]
         type = "postgres"
@@ -47,7 +49,7 @@ def config(tmp_path, pg, store, mode="full", extra="", prefix="{export}/", **des
         name = "items"
         table = "cloud_items"
         mode = "{mode}"
-        destination = {dest_toml(store, prefix, **dest_overrides)}
+        destination = {destination}
         {extra}
         """)
 
@@ -137,19 +139,7 @@ def test_doctor_proves_each_destination_writable(tmp_path, items, s3_bucket):
 
 
 def test_stdout_destination_streams_bytes_and_keeps_cursor(tmp_path, items):
-    cfg = write_config(tmp_path / "rivet.toml", f"""
-        [source]
-        type = "postgres"
-        url = "{items.url}"
-
-        [[exports]]
-        name = "items"
-        table = "cloud_items"
-        mode = "incremental"
-        cursor_column = "id"
-        format = "csv"
-        destination = {{ type = "stdout" }}
-        """)
+    cfg = config(tmp_path, items, None, mode="incremental", extra='cursor_column = "id"\nformat = "csv"')
     proc = rivet("run", "-c", cfg, "--no-tui", check=0)
     table = pacsv.read_csv(io.BytesIO(proc.stdout.encode()))
     assert table.num_rows == 3000 and table.column_names == ["id", "v", "at"]
@@ -165,23 +155,8 @@ def test_stdout_destination_streams_bytes_and_keeps_cursor(tmp_path, items):
 def test_chunked_csv_to_stdout_streams_its_rows_in_chunk_order(tmp_path, items):
     """One ordered byte stream: chunks follow one another strictly (no read overlap, runner._task_outcomes); on a
     pipe a chunk is one part (never rotated)."""
-    cfg = write_config(tmp_path / "rivet.toml", f"""
-        [source]
-        type = "postgres"
-        url = "{items.url}"
-
-        [[exports]]
-        name = "items"
-        table = "cloud_items"
-        mode = "chunked"
-        chunk_size = 500
-        parallel = 1
-        format = "csv"
-        destination = {{ type = "stdout" }}
-        [exports.tuning]
-        batch_size = 100
-        throttle_ms = 0
-        """)
+    cfg = config(tmp_path, items, None, mode="chunked", extra='chunk_size = 500\nparallel = 1\nformat = "csv"\n'
+                 '[exports.tuning]\nbatch_size = 100\nthrottle_ms = 0')
     proc = rivet("run", "-c", cfg, "--no-tui", check=0)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -191,15 +166,7 @@ def test_chunked_csv_to_stdout_streams_its_rows_in_chunk_order(tmp_path, items):
 
 
 def test_stdout_parquet_pipes_into_a_reader(tmp_path, items):
-    cfg = write_config(tmp_path / "rivet.toml", f"""
-        [source]
-        type = "postgres"
-        url = "{items.url}"
-        [[exports]]
-        name = "items"
-        table = "cloud_items"
-        destination = {{ type = "stdout" }}
-        """)
+    cfg = config(tmp_path, items, None)
     proc = subprocess.run(["bash", "-c", f"{' '.join(__import__('tests.helpers', fromlist=['RIVET']).RIVET)} run -c {cfg} "
                            "--no-tui > out.parquet"], cwd=tmp_path, capture_output=True, text=True,
                           env={**__import__('os').environ, "PYTHONPATH": str(__import__('tests.helpers', fromlist=['ROOT']).ROOT)})
