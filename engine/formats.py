@@ -24,7 +24,7 @@ from pyarrow._compute import call_function
 from engine.errors import ExitClass, RivetError
 
 # zstd level 3 with dictionary encoding only where it pays (low-cardinality strings) matched DuckDB's file size
-# at half of pyarrow's default write time (notes/bench-peers.md §6).
+# at half of pyarrow's default write time (docs/performance.md, "Readers and writer settings measured before the build").
 ZSTD_LEVEL = 3
 DICTIONARY_MAX_RATIO = 0.1
 # ...judged on the first rows of a part: counting the distinct values of a whole first batch (~240 k rows) took
