@@ -21,9 +21,11 @@ TEST_WORKERS ?= 3
 setup: $(VENV)/.installed $(VENV)/.bytecode
 	@$(PY) -m compileall -q engine rivet_tui
 
-# Redone only when the lock or the packaging changes, or the venv is new. Debian's python3 ships venv without
+# The project itself is installed editable as a plain path (.pth, editable_mode=compat): setuptools' default import
+# hook costs every Python process ~15 ms to install at start-up (docs/performance.md, "Start-up").
+# Redone only when the lock, the packaging or this file changes, or the venv is new. Debian's python3 ships venv without
 # ensurepip: install python3-venv when the first attempt fails (and drop the half-made venv).
-$(VENV)/.installed: requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt pyproject.toml Makefile
 	@if [ ! -x $(PY) ]; then \
 	  $(PYTHON) -m venv $(VENV) || { \
 	    rm -rf $(VENV); echo "setup: installing python3-venv" >&2; \
@@ -32,7 +34,7 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml
 	fi
 	@[ -x $(UV) ] || $(PY) -m pip install -q --disable-pip-version-check uv
 	$(UV) pip install -q --python $(PY) --compile-bytecode -r requirements-dev.txt
-	$(UV) pip install -q --python $(PY) --no-deps -e .
+	$(UV) pip install -q --python $(PY) --no-deps -C editable_mode=compat -e .
 	@touch $@
 
 # The dependencies' bytecode for a venv whose packages were installed before --compile-bytecode was (uv compiles
