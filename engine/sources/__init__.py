@@ -9,14 +9,19 @@ from engine.config import SourceConfig, Tuning
 from engine.sources.base import LOCKED, Source, SourceColumn  # noqa: F401
 
 
-def open_source(cfg: SourceConfig, tuning: Tuning | None = None) -> Source:
+def source_class(kind: str) -> type[Source]:
+    """The adapter class for a source type, importing its module (and its driver) on first use."""
     cls: type[Source]
-    if cfg.type == "postgres":
+    if kind == "postgres":
         from engine.sources.postgres import PostgresSource as cls
-    elif cfg.type == "mysql":
+    elif kind == "mysql":
         from engine.sources.mysql import MySQLSource as cls
-    elif cfg.type == "mssql":
+    elif kind == "mssql":
         from engine.sources.mssql import MssqlSource as cls
     else:  # config validation prevents this
-        raise ValueError(cfg.type)
-    return cls(cfg, tuning or cfg.tuning)
+        raise ValueError(kind)
+    return cls
+
+
+def open_source(cfg: SourceConfig, tuning: Tuning | None = None) -> Source:
+    return source_class(cfg.type)(cfg, tuning or cfg.tuning)

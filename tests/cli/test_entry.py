@@ -58,3 +58,35 @@ def test_the_rivet_command_allocates_arrow_memory_with_jemalloc_unless_the_opera
         return p.stdout.strip()
     assert pool() == "jemalloc"
     assert pool(ARROW_DEFAULT_MEMORY_POOL="system") == "system"
+
+
+LOADING = """
+import gc
+from rivet_tui import cli
+def main():
+    with cli.loading():
+        with cli.loading():
+            inner = gc.isenabled()
+        nested = gc.isenabled()
+    print(inner, nested, gc.isenabled(), gc.get_freeze_count() > 0)
+cli.main = main
+cli.entry()
+"""
+
+
+def test_the_rivet_command_loads_with_the_collector_paused_and_resumes_it():
+    """Importing the run path with the cycle collector on cost 45-65 ms of a one-table run (docs/performance.md);
+    a collector left off would let a long run's cyclic garbage grow without bound."""
+    p = subprocess.run([sys.executable, "-c", LOADING], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["False", "False", "True", "True"]
+
+
+def test_a_program_that_imports_the_cli_keeps_its_collector():
+    import gc
+
+    from rivet_tui import cli
+    frozen = gc.get_freeze_count()
+    with cli.loading():
+        assert gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
