@@ -9,6 +9,7 @@ and turns a lost worker into a transient RivetError so the runner's retries and 
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import socket
 import sys
@@ -149,6 +150,7 @@ class DaskExecutor:
 
     def _await(self, future, notices: queue.Queue, task, emit, started):
         where = None
+        reported = None   # the pickled outcome a quick attempt sent with its report (remote._Report)
         while True:
             try:
                 kind, worker = notices.get(timeout=1.0)
@@ -156,6 +158,9 @@ class DaskExecutor:
                 if self._client is None or self._client.status in ("closed", "closing"):
                     raise RivetError("RIVET_EXECUTOR_SCHEDULER_LOST", f"lost the Dask scheduler at {self.address}",
                                      "check the scheduler; rerun to resume", ExitClass.TRANSIENT, transient=True)
+                continue
+            if kind == "outcome":   # reports come before the task's end (one stream, in order): wait for it
+                reported = worker
                 continue
             if kind == "started":
                 if where is not None and worker != where:   # Dask re-ran it elsewhere: a worker died under it
@@ -171,14 +176,15 @@ class DaskExecutor:
                                  f"Dask worker {worker} died while running chunk {task.index}",
                                  "the chunk is retried; parts of the lost attempt stay out of the manifest",
                                  ExitClass.TRANSIENT, transient=True)
-            return self._outcome(future, task, emit, started if where is None else None)
+            return self._outcome(future, task, emit, started if where is None else None, reported)
 
-    def _outcome(self, future, task, emit, started=None):
-        """The attempt's result, its events replayed first. `started`: the attempt ended before it announced
-        itself (remote.ANNOUNCE_AFTER_S), so its outcome names the worker."""
+    def _outcome(self, future, task, emit, started=None, reported: bytes | None = None):
+        """The attempt's result, its events replayed first: the one its report carried, else fetched from the
+        cluster. `started`: the attempt ended before it announced itself (remote.ANNOUNCE_AFTER_S), so its outcome
+        names the worker."""
         if future.status != "finished":
             raise _future_error(future, task, self.address)
-        out = future.result()
+        out = pickle.loads(reported) if reported is not None else future.result()
         if started is not None:
             started(out.worker)
         for event in out.events:     # the worker could not reach the coordinator's emit: replay, in order
@@ -218,10 +224,14 @@ class DaskExecutor:
             return client
 
     def _on_task(self, event) -> None:
-        """On the client's event loop: a worker started an attempt."""
+        """On the client's event loop: a worker runs an attempt, or one ended quickly (its outcome comes along)."""
         msg = event[1]
         notices = self._inflight.get(msg.get("key"))
-        if notices is not None:
+        if notices is None:   # another run's attempt (the topic is shared), or one this run gave up
+            return
+        if "outcome" in msg:
+            notices.put(("outcome", msg["outcome"]))
+        else:
             self._where.setdefault(msg["key"], msg.get("worker"))
             notices.put(("started", msg.get("worker")))
 

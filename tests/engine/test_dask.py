@@ -168,11 +168,17 @@ def test_cluster_export_equals_local_and_workers_never_open_state(tmp_path, item
     assert not any(client.run(lambda: "engine.state" in sys.modules).values())
 
 
-def test_a_long_chunk_is_placed_live_and_a_quick_one_by_its_outcome(tmp_path, items, s3_bucket, cluster):
+def test_a_long_chunk_is_placed_live_and_a_quick_one_by_its_outcome(tmp_path, items, s3_bucket, cluster,
+                                                                     monkeypatch):
     """A worker announces an attempt once it has run remote.ANNOUNCE_AFTER_S (0.25 s): the TUI shows a long chunk's
     worker while it runs. A chunk that ends sooner saves that message; its outcome names the worker. Either way
-    ChunkStarted names the worker that ran the chunk, before its ChunkFinished."""
+    ChunkStarted names the worker that ran the chunk, before its ChunkFinished. A quick chunk's outcome comes with
+    its report, so its result is never fetched from the cluster; a long chunk's is."""
+    from distributed import Future
     lc, client = cluster
+    fetched: list[str] = []
+    result_of = Future.result
+    monkeypatch.setattr(Future, "result", lambda self, *a, **kw: (fetched.append(self.key), result_of(self, *a, **kw))[1])
 
     class LiveStarts(StartRecorder):
         def __init__(self, config):
@@ -196,6 +202,7 @@ def test_a_long_chunk_is_placed_live_and_a_quick_one_by_its_outcome(tmp_path, it
                                       ("quick", "batch_size = 4000", 3600, False)):
         client.run(announce_after, after)
         events: list = []
+        fetched.clear()
         config = make_config(tmp_path / name, items.url, s3_bucket.destination(f"{name}/"), dask_section(lc),
                              tuning=tuning, chunk_size=4000)   # 3 chunks
         executor = LiveStarts(config)
@@ -210,6 +217,7 @@ def test_a_long_chunk_is_placed_live_and_a_quick_one_by_its_outcome(tmp_path, it
             (_, _, ran_on), = [o for o in order if o[:2] == ("ChunkFinished", i)]
             assert order.index(("ChunkStarted", i, ran_on)) < order.index(("ChunkFinished", i, ran_on)), order
         assert executor.live == {0: live, 1: live, 2: live}
+        assert len([k for k in fetched if k.startswith("rivet-items-")]) == (3 if live else 0), fetched
 
 
 def test_killed_worker_counts_as_an_attempt_and_the_export_stays_exact(tmp_path, items, s3_bucket, cluster):
