@@ -22,7 +22,7 @@ setup: $(VENV)/.installed $(VENV)/.bytecode
 	@$(PY) -m compileall -q engine rivet_tui
 
 # The project itself is installed editable as a plain path (.pth, editable_mode=compat): setuptools' default import
-# hook costs every Python process ~15 ms to install at start-up (docs/performance.md, "Start-up").
+# hook costs every Python process ~15 ms to install at start-up (docs/performance.md, sixth session).
 # Redone only when the lock, the packaging or this file changes, or the venv is new. Debian's python3 ships venv without
 # ensurepip: install python3-venv when the first attempt fails (and drop the half-made venv).
 $(VENV)/.installed: requirements-dev.txt pyproject.toml Makefile

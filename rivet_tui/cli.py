@@ -54,7 +54,7 @@ def loading():
 
     Importing the run path makes ~60,000 long-lived objects (modules, classes, functions, pydantic validators) and
     next to no garbage; with the collector on, Python walks them ~130 times while they load: 45-65 ms of a 0.6 s
-    one-table run (docs/performance.md, "Start-up"). gc.freeze() also keeps them out of every later full
+    one-table run (docs/performance.md, "Start-up of a run"). gc.freeze() also keeps them out of every later full
     collection. Only in the `rivet` process: a frozen object is never collected, which a host program did not ask
     for. Blocks nest: the outermost one resumes the collector."""
     if not _COMMAND_PROCESS or not gc.isenabled():
