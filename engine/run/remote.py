@@ -124,7 +124,7 @@ def worker_name() -> str:
 
 
 class _Report:
-    """How an attempt reaches the coordinator besides its return value (docs/dask.md, "Placement").
+    """How an attempt reaches the coordinator besides its return value (docs/dask.md, "How an outcome comes back").
 
     One that runs ANNOUNCE_AFTER_S announces its worker while it runs, so a long chunk shows where it is. One that
     ends sooner sends its whole outcome in the same kind of message instead, and the coordinator takes it from
@@ -160,7 +160,10 @@ class _Report:
             self._ended = True
             if self._announced:   # a long attempt: its result is fetched, as the coordinator already waits on it
                 return
-        data = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - the task's own result then carries it (or Dask says why it cannot)
+            return
         if len(data) <= OUTCOME_REPORT_MAX_BYTES:
             self._worker.log_event(TASK_TOPIC, {"key": self._key, "worker": self._name, "outcome": data})
 
