@@ -141,21 +141,20 @@ class _Report:
         except (ImportError, ValueError):   # not on a Dask worker (tests call run_envelope directly)
             return
         self._worker, self._key = worker, str(worker.get_current_task())
-        self._timer = threading.Timer(ANNOUNCE_AFTER_S, self._announce)
-        self._timer.daemon = True
-        self._timer.start()
+        # timed on the worker's event loop, not on a thread of its own: a thread per attempt that starts and ends
+        # can deadlock a worker on CPython 3.11 before 3.11.9 (engine/run/task.py, _ReaderThreads)
+        worker.loop.add_callback(worker.loop.call_later, ANNOUNCE_AFTER_S, self._announce)
 
-    def _announce(self) -> None:
+    def _announce(self) -> None:   # on the worker's event loop
         with self._lock:
             if self._ended:
                 return
             self._announced = True
-        self._worker.log_event(TASK_TOPIC, {"key": self._key, "worker": self._name})   # thread-safe
+        self._worker.log_event(TASK_TOPIC, {"key": self._key, "worker": self._name})
 
     def ended(self, out: Outcome) -> None:
         if self._worker is None:
             return
-        self._timer.cancel()
         with self._lock:
             self._ended = True
             if self._announced:   # a long attempt: its result is fetched, as the coordinator already waits on it

@@ -72,6 +72,45 @@ class ReadSlot:
                 self._reads.release()
 
 
+class _ReaderThreads:
+    """Daemon threads that stay up between reads and take the next one: a thread per read would start and end with
+    every chunk. On CPython 3.11 before 3.11.9, a thread ending while another thread runs sys._current_frames with
+    the cycle collector kicking in deadlocks the process (python/cpython#106883), and Dask's worker profiler calls
+    it every 10 ms: a worker hung that way in the Dask bench, with a thread per read and per announcement. Every
+    job gets a thread at once (a new one when none is idle), so a read never waits behind another."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def run(self, job: Callable[[], None], finished: threading.Event) -> None:
+        """Run `job` on a reader thread; `finished` is set once it has returned and its thread is free again."""
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1   # an idle thread waits in _serve's get(), or is about to
+        self._jobs.put((job, finished))
+        if spawn:
+            threading.Thread(target=self._serve, name="rivet-read", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job, finished = self._jobs.get()
+            try:
+                job()
+            except BaseException:  # noqa: BLE001 - a pump hands its own errors to its consumer
+                pass
+            finally:
+                job = None   # let go of the read (its streams, cursors) now, not when the next one comes
+                with self._lock:
+                    self._idle += 1
+                finished.set()
+
+
+_READERS = _ReaderThreads()
+
+
 def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD,
              on_end: Callable[[], None] | None = None, readers: int | None = None) -> Iterator[T]:
     """Pull items on helper threads so reading the source overlaps writing the part (both release the GIL).
@@ -137,16 +176,16 @@ def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD,
             finally:
                 closed(stream)
 
-    pumps = [threading.Thread(target=pump, name="rivet-read", daemon=True) for _ in range(threads)]
-    for t in pumps:
-        t.start()
+    pumps = [threading.Event() for _ in range(threads)]   # each set when its reader is done
+    for finished in pumps:
+        _READERS.run(pump, finished)
     try:
         ended = 0
         while ended < len(streams):
             try:
                 item = q.get(timeout=POLL_S)
             except queue.Empty:
-                if not any(t.is_alive() for t in pumps) and q.empty():
+                if all(finished.is_set() for finished in pumps) and q.empty():
                     raise RivetError("RIVET_SOURCE_READER_LOST", "the source reader stopped without a result",
                                      "this is a bug in rivet; rerun with RIVET_DEBUG=1", ExitClass.INTERNAL)
                 continue
@@ -171,8 +210,8 @@ def prefetch(batches: Iterable[T] | list[Iterable[T]], depth: int = READ_AHEAD,
                 except Exception:  # noqa: BLE001 - the reader closed its connection meanwhile: nothing left to stop
                     pass
         deadline = time.monotonic() + JOIN_S
-        for t in pumps:
-            t.join(max(0.0, deadline - time.monotonic()))
+        for finished in pumps:
+            finished.wait(max(0.0, deadline - time.monotonic()))
 
 
 def execute_task(task: TaskSpec, plan: ExportPlan, source_cfg: SourceConfig, dest: Destination,

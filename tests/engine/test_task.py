@@ -236,3 +236,20 @@ def test_streams_not_started_are_closed_when_the_writer_stops():
             if item == 10:
                 raise OSError(28, "No space left on device")
     assert sorted(closed) == list(range(6)) and ends == [1]
+
+
+def test_reads_reuse_their_threads():
+    """A thread per read used to start and end with every chunk. On CPython 3.11 before 3.11.9 a thread ending while
+    another reads every thread's frames (Dask's worker profiler, every 10 ms) can deadlock the process
+    (python/cpython#106883): a Dask worker hung so in the bench."""
+    threads: list[threading.Thread] = []   # held, so no two are the same object
+    idle = sum(t.name == "rivet-read" for t in threading.enumerate())   # left by earlier tests in this process
+
+    def stream():
+        threads.append(threading.current_thread())
+        yield 1
+
+    for _ in range(20):
+        assert list(prefetch(stream())) == [1]
+    assert {t.name for t in threads} == {"rivet-read"}
+    assert len({id(t) for t in threads}) <= max(idle, 1), "a new thread per read"
