@@ -6,6 +6,7 @@ process's threads or on a cluster worker (engine/run/remote.py) behind the same 
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -80,6 +81,10 @@ class _ReaderThreads:
     job gets a thread at once (a new one when none is idle), so a read never waits behind another."""
 
     def __init__(self) -> None:
+        self._forget()
+        os.register_at_fork(after_in_child=self._forget)   # a forked child has none of the parent's threads
+
+    def _forget(self) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0

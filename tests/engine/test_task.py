@@ -253,3 +253,22 @@ def test_reads_reuse_their_threads():
         assert list(prefetch(stream())) == [1]
     assert {t.name for t in threads} == {"rivet-read"}
     assert len({id(t) for t in threads}) <= max(idle, 1), "a new thread per read"
+
+
+def test_a_forked_child_reads_on_threads_of_its_own():
+    """The reader threads are the parent's: a child forked after a read must not wait for one of them."""
+    import os
+    assert list(prefetch(iter([1]))) == [1]   # the parent now has an idle reader thread
+    pid = os.fork()
+    if pid == 0:   # the child: exit 0 only if a read still completes
+        os._exit(0 if list(prefetch(iter([2]))) == [2] else 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the child's read waited for a thread it does not have")
