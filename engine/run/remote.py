@@ -142,7 +142,7 @@ class _Report:
             return
         self._worker, self._key = worker, str(worker.get_current_task())
         # timed on the worker's event loop, not on a thread of its own: a thread per attempt that starts and ends
-        # can deadlock a worker on CPython 3.11 before 3.11.9 (engine/run/task.py, _ReaderThreads)
+        # can deadlock a worker on CPython 3.11 before 3.11.12 (engine/run/task.py, _ReaderThreads)
         worker.loop.add_callback(worker.loop.call_later, ANNOUNCE_AFTER_S, self._announce)
 
     def _announce(self) -> None:   # on the worker's event loop
@@ -215,18 +215,34 @@ def run_envelope(envelope: TaskEnvelope) -> Outcome:
     return out
 
 
+def interpreter_check(version: tuple[int, int, int], profiling: bool) -> tuple[str, bool, str, str]:
+    """A worker whose Python can deadlock under Dask's profiler (CPython 3.11 before 3.11.12, gh-106883: a thread
+    ending while the profiler reads every thread's frames; docs/dask.md) fails `rivet doctor` while the profiler runs."""
+    where = "python {}.{}.{}".format(*version)
+    if version[:2] == (3, 11) and version < (3, 11, 12) and profiling:
+        return ("python", False, f"{where} with the Dask worker profiler on can deadlock the worker (CPython "
+                "gh-106883)", "upgrade the workers to Python 3.11.12 or newer, or set "
+                "distributed.worker.profile.enabled: false in their Dask config")
+    return "python", True, where, ""
+
+
 def probe_worker(source: SourceConfig, rule: CredentialRule,
                  destinations: list[tuple[DestinationConfig, str]]) -> list[tuple[str, bool, str, str]]:
-    """`rivet doctor` on one worker: the package imports (this runs), the source answers with this worker's own
-    credentials, each destination takes a small object. Returns (check, ok, detail, hint) tuples."""
+    """`rivet doctor` on one worker: the package imports (this runs), its Python cannot hang under Dask's profiler,
+    the source answers with this worker's own credentials, each destination takes a small object. Returns (check,
+    ok, detail, hint) tuples."""
+    import sys
     from datetime import timezone
+
+    import dask
 
     def failed(what: str, e: Exception) -> tuple[str, bool, str, str]:
         if isinstance(e, RivetError):
             return what, False, f"error[{e.code}]: {e.message}", e.hint
         return what, False, redact(f"{type(e).__name__}: {e}"), ""
 
-    checks: list[tuple[str, bool, str, str]] = []
+    version = (sys.version_info.major, sys.version_info.minor, sys.version_info.micro)
+    checks = [interpreter_check(version, bool(dask.config.get("distributed.worker.profile.enabled", True)))]
     try:
         with open_source(with_worker_password(source, rule)) as src:
             checks.append(("source", True, src.server_version(), ""))

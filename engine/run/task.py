@@ -75,7 +75,7 @@ class ReadSlot:
 
 class _ReaderThreads:
     """Daemon threads that stay up between reads and take the next one: a thread per read would start and end with
-    every chunk. On CPython 3.11 before 3.11.9, a thread ending while another thread runs sys._current_frames with
+    every chunk. On CPython 3.11 before 3.11.12, a thread ending while another thread runs sys._current_frames with
     the cycle collector kicking in deadlocks the process (python/cpython#106883), and Dask's worker profiler calls
     it every 10 ms: a worker hung that way in the Dask bench, with a thread per read and per announcement. Every
     job gets a thread at once (a new one when none is idle), so a read never waits behind another."""

@@ -40,7 +40,7 @@ def cluster():
     from distributed import Client, LocalCluster
     # This machine's Python is 3.11.7: Dask's worker profiler can deadlock it (CPython gh-106883, docs/dask.md);
     # the suite must not hang on an interpreter bug that no rivet change can fix
-    with dask.config.set({"distributed.worker.profile.enabled": sys.version_info >= (3, 11, 9)}), \
+    with dask.config.set({"distributed.worker.profile.enabled": sys.version_info >= (3, 11, 12)}), \
             LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
                          scheduler_kwargs={"dashboard": False}, host="127.0.0.1") as lc, Client(lc) as client:
         yield lc, client
@@ -339,9 +339,22 @@ def test_doctor_probes_every_worker(tmp_path, items, s3_bucket, cluster):
     assert checks["executor"].ok and "2 workers" in checks["executor"].detail
     for worker in client.scheduler_info()["workers"]:
         assert checks[f"worker {worker}"].ok, checks[f"worker {worker}"]
+        assert "python" in checks[f"worker {worker}"].detail   # the interpreter check ran there
     down = make_config(tmp_path / "down", items.url, s3_bucket.destination("doc/"),
                        '[executor]\n        type = "dask"\n        address = "tcp://127.0.0.1:9"').path
     t0 = time.monotonic()
     failed = {c.name: c for c in run_checks({"config_path": str(down)})}
     assert not failed["executor"].ok and "RIVET_EXECUTOR_UNREACHABLE" in failed["executor"].detail
     assert time.monotonic() - t0 < 20
+
+
+def test_doctor_fails_a_worker_python_that_can_deadlock_under_the_profiler():
+    """CPython 3.11 before 3.11.12 can deadlock a worker when a thread ends while Dask's profiler reads every
+    thread's frames (gh-106883): a worker of the bench hung so. `rivet doctor` says so, and how to avoid it."""
+    from engine.run.remote import interpreter_check
+    name, ok, detail, hint = interpreter_check((3, 11, 7), profiling=True)
+    assert (name, ok) == ("python", False) and "3.11.7" in detail and "gh-106883" in detail
+    assert "3.11.12" in hint and "distributed.worker.profile.enabled: false" in hint
+    assert interpreter_check((3, 11, 7), profiling=False)[1]
+    assert interpreter_check((3, 11, 12), profiling=True)[1]
+    assert interpreter_check((3, 12, 1), profiling=True)[1]

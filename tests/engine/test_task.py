@@ -239,7 +239,7 @@ def test_streams_not_started_are_closed_when_the_writer_stops():
 
 
 def test_reads_reuse_their_threads():
-    """A thread per read used to start and end with every chunk. On CPython 3.11 before 3.11.9 a thread ending while
+    """A thread per read used to start and end with every chunk. On CPython 3.11 before 3.11.12 a thread ending while
     another reads every thread's frames (Dask's worker profiler, every 10 ms) can deadlock the process
     (python/cpython#106883): a Dask worker hung so in the bench."""
     threads: list[threading.Thread] = []   # held, so no two are the same object
