@@ -264,6 +264,37 @@ def test_killed_worker_counts_as_an_attempt_and_the_export_stays_exact(tmp_path,
     client.wait_for_workers(2, timeout=30)             # the nanny restarts the worker for the next test
 
 
+def test_a_hung_worker_is_dropped_after_the_scheduler_ttl_and_its_chunks_retried(tmp_path, items, s3_bucket):
+    """A worker that stops answering (SIGSTOP here; a deadlocked interpreter in the field, docs/dask.md) holds its
+    chunk only until the scheduler's worker-ttl drops it: the run then retries the chunk on another worker and ends
+    exact. Bounded by the cluster's distributed.scheduler.worker-ttl (5 minutes by default, 5 s here)."""
+    import dask
+    from distributed import Client, LocalCluster
+    dest = s3_bucket.destination("hung/")
+    with dask.config.set({"distributed.scheduler.worker-ttl": "5s", "distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                         scheduler_kwargs={"dashboard": False}, host="127.0.0.1") as lc, Client(lc) as client:
+        config = make_config(tmp_path, items.url, dest, dask_section(lc),
+                             tuning="batch_size = 500\n        throttle_ms = 150", chunk_size=2000)   # 6 chunks, ~0.6 s each
+        victim = next(iter(client.run(os.getpid).values()))
+        stopper = threading.Timer(1.5, os.kill, (victim, signal.SIGSTOP))
+        stopper.start()
+        events: list = []
+        try:
+            result, _ = run(config, events)
+        finally:
+            stopper.cancel()
+            try:
+                os.kill(victim, signal.SIGCONT)   # the nanny has usually replaced it by now
+            except ProcessLookupError:
+                pass
+    assert result.status == "succeeded", result.error
+    table, _, _ = read_manifest_rows(dest)
+    assert table.column("id").to_pylist() == list(range(1, ROWS + 1))     # every row exactly once
+    assert any(type(e).__name__ == "Retrying" and "died while running chunk" in e.error for e in events), \
+        [e for e in events if type(e).__name__ == "Retrying"]
+
+
 def test_credentials_come_from_the_workers_environment(tmp_path, items, s3_bucket, cluster):
     lc, client = cluster
     secret = "dask-worker-secret-5521"
