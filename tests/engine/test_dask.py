@@ -272,8 +272,9 @@ def test_a_hung_worker_is_dropped_after_the_scheduler_ttl_and_its_chunks_retried
     from distributed import Client, LocalCluster
     dest = s3_bucket.destination("hung/")
     with dask.config.set({"distributed.scheduler.worker-ttl": "5s", "distributed.worker.profile.enabled": False}), \
-            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                         scheduler_kwargs={"dashboard": False}, host="127.0.0.1") as lc, Client(lc) as client:
+            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1",
+                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as lc, \
+            Client(lc) as client:   # a port of its own: the module's cluster holds the default one
         config = make_config(tmp_path, items.url, dest, dask_section(lc),
                              tuning="batch_size = 500\n        throttle_ms = 150", chunk_size=2000)   # 6 chunks, ~0.6 s each
         victim = next(iter(client.run(os.getpid).values()))
