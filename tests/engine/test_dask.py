@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -33,16 +34,28 @@ ROWS = 12_000
 pytestmark = pytest.mark.timeout(120)
 
 
+@contextmanager
+def local_cluster(**config):
+    """A LocalCluster of 2 worker processes × 1 thread on 127.0.0.1, its scheduler on a port of its own, and a client.
+    The worker profiler is off where it can deadlock the interpreter (CPython gh-106883, docs/dask.md; this
+    machine's Python is 3.11.7): the suite must not hang on a bug no rivet change can fix."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from engine.run.remote import interpreter_check
+    version = (sys.version_info.major, sys.version_info.minor, sys.version_info.micro)
+    profiling = interpreter_check(version, profiling=True)[1]
+    with dask.config.set({"distributed.worker.profile.enabled": profiling, **config}), \
+            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1",
+                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as lc, \
+            Client(lc) as client:
+        yield lc, client
+
+
 @pytest.fixture(scope="module")
 def cluster():
     pytest.importorskip("distributed", reason="the dask extra is not installed: pip install -e .[dask]")
-    import dask
-    from distributed import Client, LocalCluster
-    # This machine's Python is 3.11.7: Dask's worker profiler can deadlock it (CPython gh-106883, docs/dask.md);
-    # the suite must not hang on an interpreter bug that no rivet change can fix
-    with dask.config.set({"distributed.worker.profile.enabled": sys.version_info >= (3, 11, 12)}), \
-            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                         scheduler_kwargs={"dashboard": False}, host="127.0.0.1") as lc, Client(lc) as client:
+    with local_cluster() as (lc, client):
         yield lc, client
 
 
@@ -268,13 +281,9 @@ def test_a_hung_worker_is_dropped_after_the_scheduler_ttl_and_its_chunks_retried
     """A worker that stops answering (SIGSTOP here; a deadlocked interpreter in the field, docs/dask.md) holds its
     chunk only until the scheduler's worker-ttl drops it: the run then retries the chunk on another worker and ends
     exact. Bounded by the cluster's distributed.scheduler.worker-ttl (5 minutes by default, 5 s here)."""
-    import dask
-    from distributed import Client, LocalCluster
+    pytest.importorskip("distributed", reason="the dask extra is not installed: pip install -e .[dask]")
     dest = s3_bucket.destination("hung/")
-    with dask.config.set({"distributed.scheduler.worker-ttl": "5s", "distributed.worker.profile.enabled": False}), \
-            LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1",
-                         scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as lc, \
-            Client(lc) as client:   # a port of its own: the module's cluster holds the default one
+    with local_cluster(**{"distributed.scheduler.worker-ttl": "5s"}) as (lc, client):
         config = make_config(tmp_path, items.url, dest, dask_section(lc),
                              tuning="batch_size = 500\n        throttle_ms = 150", chunk_size=2000)   # 6 chunks, ~0.6 s each
         victim = next(iter(client.run(os.getpid).values()))
