@@ -409,15 +409,16 @@ class PostgresSource(Source):
         if scan is not None:
             q = self._dialect.quote_ident
             cols = ", ".join(q(f.name) for f in schema)
+            table = f"{q(scan[0])}.{q(scan[1])}"
             def query(src: str) -> str:
-                return f"SELECT {cols} FROM {src}.{q(scan[0])}.{q(scan[1])}"
+                return f"SELECT {cols} FROM {src}.{table}"
         else:
             def query(src: str) -> str:
                 return f"SELECT * FROM postgres_query({duck.sql_string(src)}, {duck.sql_string(sql)})"
         checks = [(i, f.name) for i, f in enumerate(schema)
                   if pa.types.is_temporal(f.type) and (f.metadata or {}).get(NATIVE_TYPE_KEY) is not None]
         stream = self._stream(query, schema, batch_rows, checks, parallel=scan is not None, budget=budget)
-        if scan_table is None or scan is None:
+        if scan_table is None or scan is None:   # (scan implies scan_table; the first test narrows its type)
             return stream
         decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
         return self._nan_checked(stream, scan_table, decimals) if decimals else stream
