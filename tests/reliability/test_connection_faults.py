@@ -39,6 +39,11 @@ def my_conn_items(mysql):
     mysql.sql("DROP TABLE IF EXISTS conn_items")
     mysql.sql("CREATE TABLE conn_items (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, pad VARCHAR(200))")
     mysql.sql(f"INSERT INTO conn_items SELECT seq, seq, REPEAT(MD5(seq), 3) FROM seq_1_to_{ROWS}")
+    # The whole result (~11 MB) fits in the loopback socket buffers: the server can end the statement before rivet
+    # has read a tenth of it, and a KILL then lands after the end (rivet reads every row, nothing to retry). Every
+    # 1000th row costs 20 ms on the server here, so the statement stays active for ~2 s, as conn_slow does on PG.
+    mysql.sql("CREATE OR REPLACE VIEW conn_slow AS SELECT id, seq, pad FROM conn_items "
+              "WHERE IF(id % 1000 = 0, SLEEP(0.02), 0) = 0")
     return mysql
 
 
@@ -156,9 +161,9 @@ def test_pg_terminate_backend_mid_chunk_retries_that_chunk(tmp_path, pg_conn_ite
 
 
 def test_mariadb_kill_mid_read_retries(tmp_path, my_conn_items):
-    cfg = config(tmp_path, my_conn_items.url, "mysql", 'table = "conn_items"\nmode = "full"')
+    cfg = config(tmp_path, my_conn_items.url, "mysql", 'table = "conn_slow"\nmode = "full"')
     proc = start(cfg)
-    assert kill_mysql_reader(my_conn_items, "conn_items") == 1
+    assert kill_mysql_reader(my_conn_items, "conn_slow") == 1
     assert_retried_to_exact_rows(cfg, proc, list(range(1, ROWS + 1)))
 
 
