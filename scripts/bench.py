@@ -306,6 +306,8 @@ def main() -> int:
                          "original rivet, pg and mysql the big tables against their floors, layouts keyset vs range "
                          "chunks and partitioned vs not, dask chunk completions/s (scripts/bench_dask.py)")
     args = ap.parse_args()
+    os.environ["RIVET_WARM"] = "0"   # every case times (and measures the RSS of) rivet in its own process, unless
+    #                                 # the startup suite's warm case says otherwise (docs/warm.md)
     warmups, runs = (0, 1) if args.quick else (1, 3)
 
     import bench_peer   # issue 13's suites; imports this module back as `bench`

@@ -14,6 +14,10 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.emulators"]
 
+# A warm server the developer left running (`rivet warm start`) would serve the suite's `rivet` processes: every
+# test's command runs in a process of its own, except tests/cli/test_warm.py's, which start servers of their own.
+os.environ["RIVET_WARM"] = "0"
+
 PG_SERVER = os.environ.get("RIVET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MY_SERVER = os.environ.get("RIVET_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
 
