@@ -79,7 +79,8 @@ def _repair(config: Config, exp: ExportConfig, store: StateStore, report_file: s
     assert run["chunk_column"] is not None   # the runner records the chunk column of every chunk run
     spec = Repair(run["run_id"], run["chunk_column"], tuple((c["index"], c["lo"], c["hi"]) for c in result.chunks),
                   new_run_id())
-    done = Runner(config, store, emit, RunOptions(lock_wait_s=lock_wait_s)).run_export(exp, repair=spec, locked=True)
+    with Runner(config, store, emit, RunOptions(lock_wait_s=lock_wait_s)) as runner:
+        done = runner.run_export(exp, repair=spec, locked=True)
     if done.error is not None:
         raise done.error
     result.executed = True

@@ -641,7 +641,8 @@ def run_app(config: Config, store, run_names: list[str] | None = None, run_all: 
     try:
         code = app.run(loop=loop)
     finally:
-        if not app.abandoned:
+        if not app.abandoned:        # abandoned: exports still run on it until the process ends
+            app.runner.close()
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
     code = int(code if code is not None else app.return_code or 0)

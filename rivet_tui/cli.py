@@ -233,8 +233,11 @@ def run_cmd(ctx, names, no_tui, as_json, parallel_exports, resume, force, strict
     progress.start_line = (f"rivet run — {len(selected)} export(s), {min(runner.parallel_exports, len(selected))} "
                            f"at once; a status line every {progress.heartbeat_s:g}s")
     t0 = time.monotonic()
-    with progress:
-        results = runner.run()
+    try:
+        with progress:
+            results = runner.run()
+    finally:
+        executor.close()
     print_summary(stderr_console(), results, time.monotonic() - t0, json_errors=json_errors)
     code = worst_exit(results)
     extra = {}
@@ -338,7 +341,8 @@ def apply_cmd(ctx, plan_file, force, as_json):
     t0, started = time.monotonic(), datetime.now(timezone.utc)
     json_errors = bool(opts(ctx).get("json_errors"))
     with HeadlessProgress(stderr_console(), json_errors=json_errors) as progress:
-        results = Runner(config, store, progress).run_plans(plans)
+        with Runner(config, store, progress) as runner:
+            results = runner.run_plans(plans)
     print_summary(stderr_console(), results, time.monotonic() - t0, json_errors=json_errors)
     code = worst_exit(results)
     report = save_run_report(stderr_console(), config.state_path, results, started, code)   # a run like any other

@@ -251,6 +251,10 @@ class DaskExecutor:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
+            # Unsubscribed first: the scheduler publishes this client's own "remove-client" on topic "all", and
+            # to a subscriber that is closing it logs a CRITICAL "Closed comm" traceback, once per run.
+            for topic in (TASK_TOPIC, "all"):
+                client.unsubscribe_topic(topic)
             client.close()
 
 

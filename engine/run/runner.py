@@ -102,8 +102,20 @@ class Runner:
                  options: RunOptions | None = None, executor: Executor | None = None):
         self.config, self.store, self.options = config, store, options or RunOptions()
         self._emit_outer = emit
+        self._own_executor = executor is None
         self.executor = executor or make_executor(config)
         self.cancelled = threading.Event()
+
+    def close(self) -> None:
+        """Let go of the executor this runner made (a Dask client); one passed in is its caller's to close."""
+        if self._own_executor:
+            self.executor.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def cancel(self) -> None:
         """Stop: exports not started yet never start, running ones stop between batches as "stopped" (resumable)."""
@@ -541,7 +553,8 @@ def prefix_holds_run(dest: Destination) -> str:
 
 def run_exports(config: Config, store: StateStore, emit: ev.Emit = ev.ignore,
                 options: RunOptions | None = None) -> list[ExportResult]:
-    return Runner(config, store, emit, options).run()
+    with Runner(config, store, emit, options) as runner:
+        return runner.run()
 
 
 def worst_exit(results: list[ExportResult]) -> ExitClass:

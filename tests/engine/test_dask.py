@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 import signal
@@ -350,12 +351,32 @@ def test_local_destination_needs_a_cluster_on_this_machine(tmp_path, items, clus
                     timeout=60, check=5)
     assert "RIVET_EXECUTOR_LOCAL_DESTINATION" in refused.stderr and not out.exists()
 
-    proc = rivet("run", "-c", cfg, "--no-tui", "--json", "--executor", "dask", "--scheduler", lc.scheduler_address,
-                 cwd=tmp_path, timeout=120, check=0)
+    with scheduler_log() as logged:
+        proc = rivet("run", "-c", cfg, "--no-tui", "--json", "--executor", "dask", "--scheduler",
+                     lc.scheduler_address, cwd=tmp_path, timeout=120, check=0)
+        time.sleep(1.0)   # the scheduler handles the client's goodbye after the command returns
     (summary,) = json.loads(proc.stdout)["exports"]
     assert summary["status"] == "succeeded" and summary["rows"] == ROWS
     assert read_table(out).sort_by("id").column("id").to_pylist() == list(range(1, ROWS + 1))
     assert not (out / ".rivet-staging").exists()      # the shared spool is cleaned by the coordinator
+    # the run's client left cleanly: no "CRITICAL - Closed comm … remove-client" traceback in the scheduler's log
+    assert not [r.getMessage() for r in logged if r.levelno >= logging.ERROR]
+
+
+@contextmanager
+def scheduler_log():
+    """The records the (in-process) scheduler of the module's LocalCluster logs meanwhile."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+    handler, logger = Keep(level=logging.DEBUG), logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_without_dask_one_line_hint(tmp_path, items, s3_bucket):
