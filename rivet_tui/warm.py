@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 ENV_SWITCH = "RIVET_WARM"                      # "0": never hand a command over
 DIR_ENV = "RIVET_WARM_DIR"                     # where sockets live (default: $XDG_RUNTIME_DIR or /tmp, per user)
-IMPORT_ENV_PREFIXES = ("PYTHON", "ARROW_", "LD_", "MALLOC_", "OMP_")   # read when a library loads: part of the key
+# read when the interpreter or a library loads (the locale picks the stdio encoding): part of the key
+IMPORT_ENV_PREFIXES = ("PYTHON", "ARROW_", "LD_", "MALLOC_", "OMP_", "LC_", "LANG")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 DEFAULT_IDLE_S = 900.0
 INTERNAL_EXIT = 6                              # ExitClass.INTERNAL, without importing engine.errors here
@@ -63,7 +64,8 @@ def key() -> str:
     """Which rivet this process would be: the server serves only clients with its own key."""
     import hashlib
     h = hashlib.sha256()
-    h.update(f"{sys.executable}\0{sys.version}\0".encode())
+    # the interpreter and how it was started (-X importtime, -O, -W … take effect only in a process of its own)
+    h.update(f"{sys.executable}\0{sys.version}\0{tuple(sys.flags)}\0{sys._xoptions}\0{sys.warnoptions}\0".encode())
     for name in sorted(os.environ):
         if name.startswith(IMPORT_ENV_PREFIXES):
             h.update(f"{name}={os.environ[name]}\0".encode())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -186,6 +187,10 @@ def test_another_rivet_finds_no_server(server):
     assert other.returncode == 1 and "no warm server" in other.stderr
     served = server.rivet("--version", env={"ARROW_IO_THREADS": "3"})
     assert served.returncode == 0 and server.served() == []
+    # interpreter options take effect only in a process of its own: -X importtime still reports the imports
+    timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "rivet_tui", "--version"], env=server.env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert timed.returncode == 0 and "import time:" in timed.stderr and server.served() == []
     source = Path(__file__).resolve().parents[2] / "rivet_tui" / "warm.py"
     st = os.stat(source)
     try:
@@ -194,6 +199,20 @@ def test_another_rivet_finds_no_server(server):
     finally:
         os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert server.rivet("warm", "status").returncode == 0
+
+
+def test_commands_at_once_each_get_their_own_child(server, warm_items, tmp_path):
+    env = {"WARM_PG_URL": warm_items.url}
+    cfgs = [config(tmp_path / f"c{i}", warm_items) for i in range(4)]
+    procs = [subprocess.Popen([*CLIENT, "run", "-c", cfg, "--no-tui", "--json"], env={**server.env, **env},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cfg in cfgs]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err for _, err in outs]
+    assert [json.loads(out)["exports"][0]["rows"] for out, _ in outs] == [ROWS] * 4
+    for cfg in cfgs:
+        assert parquet_ids(cfg.parent / "out") == list(range(1, ROWS + 1))
+    assert len(set(re.findall(r" run (\d+): run -c ", server.log()))) == 4   # four children, one each
 
 
 def test_stop_lets_the_running_command_finish(server, warm_items, tmp_path):
