@@ -1,24 +1,12 @@
-"""Warm start: `rivet warm start` keeps one process up that has already imported rivet and its libraries; each
-`rivet …` command then forks from it instead of importing them again (docs/warm.md).
+"""Warm start (docs/warm.md): `rivet warm start` keeps one process up with rivet and its libraries imported; each
+later `rivet …` command forks from it instead of importing them again (≈ 0.45 of a small export's ≈ 0.55 s).
 
-A `rivet` process spends most of a small export importing pyarrow, duckdb, psycopg, pydantic and rich (≈ 0.45 of
-its ≈ 0.55 s on a slow machine, docs/performance.md). With a server up, the `rivet` process the caller started is a
-small client: it passes its argv, environment, working directory, umask and its stdin/stdout/stderr (the file
-descriptors themselves) over a Unix socket, the server forks a child that becomes that command, and the client
-forwards the signals it gets to the child and ends with the child's exit status (or dies of the signal the child
-died of). Killing the client (SIGKILL) kills the child.
-
-What stays the client's own: nothing else is shared. The child runs in the server's cgroup, session, resource
-limits and scheduling priority, so the server is for one user on one host (a scheduler's worker), started under
-the limits its runs should have. Commands with a terminal on stdin (the TUI, prompts, job control) never go
-through it, nor does anything when RIVET_WARM=0.
-
-The server a client may use is found by a key: the Python executable, the rivet source files (path, size,
-mtime), the site-packages directories' mtimes and the environment read when libraries load (PYTHON*, ARROW_*,
-LD_*, MALLOC_*, OMP_*). An upgrade, an edit or such a variable changed means another key: no server, a cold start
-as before; the old server exits after its idle timeout.
-
-This module stays light (the client is on every command's path): only the standard library, imported lazily.
+The `rivet` process the caller starts is then a small client: it passes its argv, environment, working directory,
+umask and stdio descriptors over a Unix socket, the server forks a child that runs the command, and the client
+forwards its signals to the child and ends with the child's exit status (or dies of the child's signal). A client
+killed outright takes its child with it; a child dies with the server. Not handed over: a terminal on stdin,
+RIVET_WARM=0, `rivet warm …`, or no server for this process's key (`key()`: interpreter, rivet's files,
+site-packages, the environment read at import). This module stays light: standard library only, imported lazily.
 """
 from __future__ import annotations
 
@@ -35,6 +23,7 @@ DIR_ENV = "RIVET_WARM_DIR"                     # where sockets live (default: $X
 IMPORT_ENV_PREFIXES = ("PYTHON", "ARROW_", "LD_", "MALLOC_", "OMP_", "LC_", "LANG")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 DEFAULT_IDLE_S = 900.0
+LOG_MAX_BYTES = 10 * 1024 * 1024               # the server's log: two lines per command, one old generation kept
 INTERNAL_EXIT = 6                              # ExitClass.INTERNAL, without importing engine.errors here
 PRELOAD = ("rivet_tui.cli", "rivet_tui.headless", "engine.run.runner", "engine.sources.postgres",
            "engine.sources.mysql", "engine.sources.mssql", "engine.state", "engine.planner", "pyarrow.parquet")
@@ -276,8 +265,16 @@ class _Server:
         self.listener: socket.socket | None = None
 
     def log(self, msg: str) -> None:
+        """One line on stdout, which is <key>.log: past LOG_MAX_BYTES it becomes <key>.log.1 and a new one starts."""
         from datetime import datetime, timezone
         print(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {msg}", flush=True)
+        if os.fstat(1).st_size > LOG_MAX_BYTES:
+            path = self.path[:-len(".sock")] + ".log"
+            os.replace(path, path + ".1")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
 
     def run(self) -> None:
         import fcntl

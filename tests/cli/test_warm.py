@@ -252,3 +252,28 @@ def test_a_socket_directory_others_can_enter_is_not_used(tmp_path):
     started = subprocess.run([*CLIENT, "warm", "start"], env=env, capture_output=True, text=True,
                              stdin=subprocess.DEVNULL, timeout=120)
     assert started.returncode == 1 and "RIVET_WARM_DIR_UNSAFE" in started.stderr
+
+
+def test_the_server_log_keeps_one_old_generation(tmp_path):
+    """Past LOG_MAX_BYTES the log (the server's stdout) moves to <key>.log.1 and a new one starts (a server up for
+    weeks writes two lines per command)."""
+    folder = tmp_path / "warm"
+    folder.mkdir(mode=0o700)
+    script = (
+        "import os, sys\n"
+        "from rivet_tui import warm\n"
+        "warm.LOG_MAX_BYTES = 300\n"
+        "server = warm._Server('k', 60)\n"
+        "fd = os.open(server.path[:-5] + '.log', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)\n"
+        "os.dup2(fd, 1)\n"
+        "for i in range(40):\n"
+        "    server.log(f'line {i:02d} ' + 'x' * 20)\n")
+    done = subprocess.run([sys.executable, "-c", script], env=warm_env(folder), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    numbers = [[int(line.split("line ")[1][:2]) for line in (folder / name).read_text().splitlines()]
+               for name in ("k.log.1", "k.log")]
+    kept = numbers[0] + numbers[1]
+    assert kept == list(range(kept[0], 40)) and numbers[1]          # the newest lines, in order, none skipped
+    assert (folder / "k.log").stat().st_size <= 300 + 40            # the current file restarted, not the old one
+    assert sorted(p.name for p in folder.iterdir()) == ["k.lock", "k.log", "k.log.1"]
