@@ -280,6 +280,7 @@ class _Server:
         import fcntl
         import signal
         import socket
+        import time
         try:
             fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -296,6 +297,7 @@ class _Server:
         self.listener = listener
         self.sel.register(listener, 1, None)
         self.log(f"serving {self.path} (pid {os.getpid()}, idle timeout {self.idle_s:g} s)")
+        self.idle_since = time.monotonic()     # idle from now, not from before the imports
         try:
             self._loop()
         finally:

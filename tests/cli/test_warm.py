@@ -228,9 +228,12 @@ def test_stop_lets_the_running_command_finish(server, warm_items, tmp_path):
 
 
 def test_idle_timeout_and_a_dead_server(tmp_path):
+    """Idle is counted from when the server listens: without bytecode its imports take longer than this 1 s
+    timeout, and it must still answer the `warm start` that waits for it."""
     folder = tmp_path / "warm"
     folder.mkdir(mode=0o700)
-    env = warm_env(folder)
+    (tmp_path / "no-pyc").mkdir()
+    env = {**warm_env(folder), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp_path / "no-pyc")}
     started = subprocess.run([*CLIENT, "warm", "start", "--idle-timeout", "1", "--json"], env=env,
                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
     assert started.returncode == 0, started.stderr
