@@ -129,12 +129,15 @@ def uncached_env(empty: Path) -> dict:
 
 
 def warm_env(folder: Path) -> dict:
-    """cached_env() with a warm server of its own (`rivet warm start`, sockets in folder): stopped by the caller."""
+    """cached_env() with a warm server of its own (`rivet warm start`, sockets in folder): stopped by the caller.
+    A server that does not start leaves RIVET_WARM_DIR empty of it: that side then runs cold and says so."""
     env = {k: v for k, v in cached_env().items() if k != "RIVET_WARM"}
     env["RIVET_WARM_DIR"] = str(folder)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    subprocess.run([RIVET, "warm", "start", "--idle-timeout", "600"], env=env, check=True, capture_output=True,
-                   stdin=subprocess.DEVNULL)
+    started = subprocess.run([RIVET, "warm", "start", "--idle-timeout", "600"], env=env, capture_output=True,
+                             text=True, stdin=subprocess.DEVNULL)
+    if started.returncode != 0:
+        log(f"  rivet warm start FAILED (the warm side runs cold): {started.stderr.strip()[-500:]}")
     return env
 
 
