@@ -117,6 +117,32 @@ def test_a_run_through_the_server_is_the_run_on_its_own(server, warm_items, tmp_
     assert (status["pid"], status["served"], status["running"]) == (server.pid, 1, 0)
 
 
+def test_a_mariadb_run_through_the_server(server, mysql, tmp_path):
+    """The MariaDB reader (mysql-connector's C extension, loaded first in the server) works in a forked child."""
+    mysql.sql("CREATE TABLE warm_my (id BIGINT PRIMARY KEY, label VARCHAR(40) NOT NULL, at DATETIME(6) NULL)")
+    mysql.sql(f"INSERT INTO warm_my SELECT seq, CONCAT('item ', seq), '2024-01-02 03:04:05.123456' FROM "
+              f"seq_1_to_{ROWS}")
+    outs = []
+    for side, env in (("warm", {}), ("cold", {"RIVET_WARM": "0"})):
+        (tmp_path / f"my-{side}").mkdir()
+        cfg = write_config(tmp_path / f"my-{side}" / "rivet.toml", f"""
+[source]
+type = "mysql"
+url = "{mysql.url}"
+
+[[exports]]
+name = "items"
+table = "warm_my"
+mode = "full"
+destination = {{ type = "local", path = "out" }}
+""")
+        done = server.rivet("run", "-c", cfg, "--no-tui", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        outs.append(pq.read_table(next((cfg.parent / "out").rglob("*.parquet"))).sort_by("id"))
+    assert outs[0].equals(outs[1]) and outs[0].num_rows == ROWS            # same rows, types and values
+    assert len(server.served()) == 1
+
+
 def test_exit_codes_and_errors_pass_through(server, warm_items, tmp_path):
     cfg = config(tmp_path / "missing", warm_items, table="no_such_table_here")
     env = {"WARM_PG_URL": warm_items.url}
