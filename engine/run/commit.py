@@ -106,7 +106,7 @@ def certify(store: StateStore, source_engine: str, c: RunCommit, emit: ev.Emit) 
     stored = plan.stored_schema if plan.stored_schema is not None else dict(store.get_schema(exp.name) or {})
     columns = layouts.schema_columns(plan.mappings, stored or None, c.max_bytes)
     fingerprint = schema_fingerprint(plan.write_schema)
-    with store.batch():   # state moves only now that the data it covers is durable (SPEC order)
+    with store.batch():   # state moves only now that the data it covers is durable (docs/architecture.md, "Commit order")
         if replaced:
             store.supersede_files(exp.name, sorted(replaced))
         if moves_cursor:
