@@ -401,15 +401,14 @@ class PostgresSource(Source):
         # table of more than one ctid range (DuckDB's 1,000 pages): a smaller one is one stream either way, and
         # through the table DuckDB loads and re-checks its catalog entry, ~25 ms against ~5 ms for the same rows
         # as a query (measured) — for hundreds of small exports, most of their read.
-        scan = None
+        q = self._dialect.quote_ident
+        scanned = None   # the table DuckDB scans in parallel, else None: read as a query
         if scan_table is not None:
             s, t, pages = self._table_schema(scan_table)
             if pages > DUCKDB_PAGES_PER_TASK:
-                scan = (s, t)
-        if scan is not None:
-            q = self._dialect.quote_ident
-            cols = ", ".join(q(f.name) for f in schema)
-            table = f"{q(scan[0])}.{q(scan[1])}"
+                scanned = scan_table
+                cols, table = ", ".join(q(f.name) for f in schema), f"{q(s)}.{q(t)}"
+        if scanned is not None:
             def query(src: str) -> str:
                 return f"SELECT {cols} FROM {src}.{table}"
         else:
@@ -417,11 +416,9 @@ class PostgresSource(Source):
                 return f"SELECT * FROM postgres_query({duck.sql_string(src)}, {duck.sql_string(sql)})"
         checks = [(i, f.name) for i, f in enumerate(schema)
                   if pa.types.is_temporal(f.type) and (f.metadata or {}).get(NATIVE_TYPE_KEY) is not None]
-        stream = self._stream(query, schema, batch_rows, checks, parallel=scan is not None, budget=budget)
-        if scan_table is None or scan is None:   # (scan implies scan_table; the first test narrows its type)
-            return stream
+        stream = self._stream(query, schema, batch_rows, checks, parallel=scanned is not None, budget=budget)
         decimals = [f.name for f in schema if pa.types.is_decimal(f.type)]
-        return self._nan_checked(stream, scan_table, decimals) if decimals else stream
+        return self._nan_checked(stream, scanned, decimals) if scanned is not None and decimals else stream
 
     def _nan_checked(self, stream: Iterator[pa.RecordBatch], table: str, decimals: list[str]):
         """The plain scan reads numeric NaN as 0 (the query path guards it on the server instead). Watch the decimal
