@@ -9,7 +9,6 @@ a module-level import here is paid by every `rivet` process.
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import gc
@@ -738,21 +737,14 @@ def entry() -> None:
     handlers still run. Only when no other non-daemon thread is alive: otherwise the normal exit waits for it."""
     global _COMMAND_PROCESS
     _COMMAND_PROCESS = True
-    from rivet_tui.warm import arrow_allocator
+    from rivet_tui.warm import arrow_allocator, exit_now
     arrow_allocator()
     try:
         main()
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
             raise
-        atexit._run_exitfuncs()   # what the normal exit would run first (logging's flush among them)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):   # a closed pipe (`rivet … | head`): nothing left to deliver
-                pass
-        os._exit(code)
+        exit_now(e.code)
 
 
 def _report(e: RivetError, json_errors: bool) -> int:
