@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
+from tests.helpers import export_config, read_table
 from tests.reliability.common import env_with, wait_for, write_config
 
 CLIENT = [sys.executable, "-m", "rivet_tui"]     # rivet_tui/__main__.py: the console script's entry (warm.entry)
@@ -79,31 +79,22 @@ class Server:
         return self.socket.with_suffix(".log").read_text()
 
 
-def config(folder: Path, pg, table: str = "warm_items", extra: str = "") -> Path:
+def config(folder: Path, table: str = "warm_items", extra: str = "") -> Path:
+    """One full export of `table`; the source URL comes from the command's environment (${WARM_PG_URL})."""
     folder.mkdir(parents=True, exist_ok=True)
-    return write_config(folder / "rivet.toml", f"""
-[source]
-type = "postgres"
-url = "${{WARM_PG_URL}}"
-
-[[exports]]
-name = "items"
-table = "{table}"
-mode = "full"
-destination = {{ type = "local", path = "out" }}
-{extra}
-""")
+    return write_config(folder / "rivet.toml", export_config("${WARM_PG_URL}", name="items", table=table,
+                                                             mode="full", extra=extra))
 
 
 def parquet_ids(folder: Path) -> list[int]:
-    return sorted(i for f in folder.rglob("*.parquet") for i in pq.read_table(f).column("id").to_pylist())
+    return sorted(read_table(folder).column("id").to_pylist())
 
 
 def test_a_run_through_the_server_is_the_run_on_its_own(server, warm_items, tmp_path):
     """Same summary, files and rows; the child saw the client's environment (${WARM_PG_URL}), working directory
     (relative `out`) and arguments; the server logged it; RIVET_WARM=0 runs on its own."""
     env = {"WARM_PG_URL": warm_items.url}
-    warm_cfg, cold_cfg = config(tmp_path / "warm-run", warm_items), config(tmp_path / "cold-run", warm_items)
+    warm_cfg, cold_cfg = config(tmp_path / "warm-run"), config(tmp_path / "cold-run")
     warm = server.rivet("run", "-c", "rivet.toml", "--no-tui", "--json", cwd=warm_cfg.parent, env=env)
     cold = server.rivet("run", "-c", "rivet.toml", "--no-tui", "--json", cwd=cold_cfg.parent,
                         env={**env, "RIVET_WARM": "0"})
@@ -125,26 +116,17 @@ def test_a_mariadb_run_through_the_server(server, mysql, tmp_path):
     outs = []
     for side, env in (("warm", {}), ("cold", {"RIVET_WARM": "0"})):
         (tmp_path / f"my-{side}").mkdir()
-        cfg = write_config(tmp_path / f"my-{side}" / "rivet.toml", f"""
-[source]
-type = "mysql"
-url = "{mysql.url}"
-
-[[exports]]
-name = "items"
-table = "warm_my"
-mode = "full"
-destination = {{ type = "local", path = "out" }}
-""")
+        cfg = write_config(tmp_path / f"my-{side}" / "rivet.toml",
+                           export_config(mysql.url, source_type="mysql", name="items", table="warm_my", mode="full"))
         done = server.rivet("run", "-c", cfg, "--no-tui", "--json", env=env)
         assert done.returncode == 0, done.stderr
-        outs.append(pq.read_table(next((cfg.parent / "out").rglob("*.parquet"))).sort_by("id"))
+        outs.append(read_table(cfg.parent / "out").sort_by("id"))
     assert outs[0].equals(outs[1]) and outs[0].num_rows == ROWS            # same rows, types and values
     assert len(server.served()) == 1
 
 
 def test_exit_codes_and_errors_pass_through(server, warm_items, tmp_path):
-    cfg = config(tmp_path / "missing", warm_items, table="no_such_table_here")
+    cfg = config(tmp_path / "missing", table="no_such_table_here")
     env = {"WARM_PG_URL": warm_items.url}
     warm = server.rivet("run", "-c", cfg, "--no-tui", env=env)
     cold = server.rivet("run", "-c", cfg, "--no-tui", env={**env, "RIVET_WARM": "0"})
@@ -158,7 +140,7 @@ def test_exit_codes_and_errors_pass_through(server, warm_items, tmp_path):
 
 
 def slow_run(server, warm_items, tmp_path) -> tuple[Path, subprocess.Popen]:
-    cfg = config(tmp_path / "slow", warm_items, extra="[exports.tuning]\nbatch_size = 100\nthrottle_ms = 200")
+    cfg = config(tmp_path / "slow", extra="[exports.tuning]\nbatch_size = 100\nthrottle_ms = 200")
     proc = server.start("run", "-c", cfg, "--no-tui", "--json", env={"WARM_PG_URL": warm_items.url})
     assert wait_for(lambda: len(server.served()) == 1, timeout=60), server.log()
     time.sleep(1.5)   # into the read (30 batches × 200 ms)
@@ -229,7 +211,7 @@ def test_another_rivet_finds_no_server(server):
 
 def test_commands_at_once_each_get_their_own_child(server, warm_items, tmp_path):
     env = {"WARM_PG_URL": warm_items.url}
-    cfgs = [config(tmp_path / f"c{i}", warm_items) for i in range(4)]
+    cfgs = [config(tmp_path / f"c{i}") for i in range(4)]
     procs = [subprocess.Popen([*CLIENT, "run", "-c", cfg, "--no-tui", "--json"], env={**server.env, **env},
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for cfg in cfgs]
