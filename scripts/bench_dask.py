@@ -97,8 +97,15 @@ def suite(quick: bool) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="rivet-bench-dask-"))
     rows = []
     try:
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=4, dashboard_address=None,
-                          host="127.0.0.1") as lc:
+        # the cluster rivet doctor passes on this interpreter: the worker profiler off where it can deadlock a
+        # worker (CPython gh-106883, docs/dask.md), as the suite's clusters run
+        import dask
+
+        from engine.run.remote import interpreter_check
+        profiling = interpreter_check(sys.version_info[:3], profiling=True)[1]
+        with dask.config.set({"distributed.worker.profile.enabled": profiling}), \
+                LocalCluster(n_workers=2, processes=True, threads_per_worker=4, dashboard_address=None,
+                             host="127.0.0.1") as lc:
             for name, executor, cluster in (("dask (2 workers × 4 threads)", f'[executor]\ntype = "dask"\n'
                                              f'address = "{lc.scheduler_address}"\n', lc), ("local threads", "", None)):
                 log(f"chunk completions, {name}: {ROWS // chunk_size:,} chunks of {chunk_size} rows")
