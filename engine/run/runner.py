@@ -489,6 +489,7 @@ class Runner:
         chunk = task.index if checkpointed else None   # state counts the tries of a checkpointed chunk only
         limit = exp.chunk_max_attempts if chunk is not None else exp.tuning.max_retries + 1
         retries = 0
+        tries = 0   # this run's attempts of the chunk; state counts them on top of `spent`
 
         def before_sleep(state: RetryCallState) -> None:
             nonlocal retries
@@ -510,9 +511,24 @@ class Runner:
                     slot.release()
 
         def attempt_once(slot: ReadSlot | None) -> TaskResult:
-            attempt = 1
+            nonlocal tries
+            attempt, recorded = 1, None
             if chunk is not None:
-                attempt = self.store.start_task(plan.run_id, chunk, max_attempts=spent + limit)
+                # The start commits with the state writer's next group, beside every other chunk's, and the task
+                # does not wait for it: under the export's lock this run is the only one moving its chunks, so the
+                # attempt number is known here. A start state refuses anyway fails the attempt below.
+                tries += 1
+                attempt = spent + tries
+                recorded = self.store.start_task_soon(plan.run_id, chunk, max_attempts=spent + limit)
+
+            def refused() -> RivetError | None:
+                if recorded is None:
+                    return None
+                try:
+                    recorded.result()
+                except RivetError as no:
+                    return no
+                return None
 
             def started(worker: str) -> None:   # called by the executor once the task is placed
                 if task.index is not None:
@@ -526,11 +542,23 @@ class Runner:
                     raise err from e     # left running: reset to pending when the run stops
                 if err.code == LOCKED:
                     locked.set()
-                if chunk is not None:
+                no = refused()
+                if no is not None:       # the refusal is the error to report: the chunk never was this attempt's
+                    err = no
+                elif chunk is not None:
                     self.store.fail_task(plan.run_id, chunk, redact(err.message))
                 if task.index is not None:
                     self.emit(ev.ChunkFinished(exp.name, plan.run_id, task.index, 0, "failed", redact(err.message)))
                 raise err from e
+            no = refused()
+            if no is not None and chunk is not None:   # its parts are never logged, nor in a manifest: take them back
+                for part in tr.parts:
+                    try:
+                        dest.delete(part.name)
+                    except Exception:  # noqa: BLE001 - best effort, as for a failed attempt's parts
+                        pass
+                self.emit(ev.ChunkFinished(exp.name, plan.run_id, chunk, 0, "failed", no.message))
+                raise no
             if task.index is not None:
                 self.emit(ev.ChunkFinished(exp.name, plan.run_id, task.index, tr.rows, "completed", worker=tr.worker))
             return tr

@@ -579,10 +579,15 @@ class StateStore:
         A failed task may be retried only while attempts < max_attempts; anything else raises
         RIVET_STATE_TRANSITION. Starts queued by other threads meanwhile run in the same statement.
         """
+        return cast(int, self.start_task_soon(run_id, idx, max_attempts).result())
+
+    def start_task_soon(self, run_id: str, idx: int, max_attempts: int = 3) -> Future[int]:
+        """start_task without waiting for the commit: the future gives the attempt number, or the refusal as its
+        exception, once the writer's next group committed."""
         if self._batch_items() is not None:
             raise RuntimeError("StateStore: start_task returns the attempt; call it before or after a batch()")
-        return cast(int, self._writer.append("start_task", TaskStart(run_id, idx, int(max_attempts)), _start_tasks,
-                                             self.lock_wait_s).result())
+        return self._writer.append("start_task", TaskStart(run_id, idx, int(max_attempts)), _start_tasks,
+                                   self.lock_wait_s)
 
     def complete_task(self, run_id: str, idx: int, rows: int, file_path: str | None) -> None:
         """running -> completed with the rows written and the part (None when the window was empty). Inside a
