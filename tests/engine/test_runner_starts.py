@@ -3,31 +3,18 @@ _attempt_task): the attempt number a run shows is the one state holds, across ru
 (another actor moved the chunk meanwhile) fails that chunk and leaves none of its rows in the destination."""
 from __future__ import annotations
 
-import pyarrow.parquet as pq
-
 from engine import events as ev
 from engine.config import load_config
 from engine.run.runner import Runner, RunOptions
 from engine.state import StateStore
-from tests.helpers import write_config
+from tests.helpers import export_config, read_table, write_config
 
 ROWS = 1000
 
 
 def _config(pg, tmp_path):
-    return load_config(write_config(tmp_path / "rivet.toml", f"""
-        [source]
-        type = "postgres"
-        url = "{pg.url}"
-
-        [[exports]]
-        name = "starts"
-        table = "start_items"
-        mode = "chunked"
-        chunk_size = 250
-        parallel = 2
-        destination = {{ type = "local", path = "out" }}
-        """))
+    return load_config(write_config(tmp_path / "rivet.toml", export_config(
+        pg.url, name="starts", table="start_items", mode="chunked", extra="chunk_size = 250\nparallel = 2")))
 
 
 def _table(pg) -> None:
@@ -37,7 +24,7 @@ def _table(pg) -> None:
 
 
 def _ids(out) -> list[int]:
-    return sorted(i for f in out.glob("*.parquet") for i in pq.read_table(f).column("id").to_pylist())
+    return sorted(read_table(out).column("id").to_pylist())
 
 
 def test_attempt_numbers_shown_are_the_ones_state_counts(pg, tmp_path):
