@@ -101,9 +101,8 @@ def suite(quick: bool) -> list[dict]:
         # worker (CPython gh-106883, docs/dask.md), as the suite's clusters run
         import dask
 
-        from engine.run.remote import interpreter_check
-        profiling = interpreter_check(sys.version_info[:3], profiling=True)[1]
-        with dask.config.set({"distributed.worker.profile.enabled": profiling}), \
+        from engine.run.remote import profiler_can_hang
+        with dask.config.set({"distributed.worker.profile.enabled": not profiler_can_hang()}), \
                 LocalCluster(n_workers=2, processes=True, threads_per_worker=4, dashboard_address=None,
                              host="127.0.0.1") as lc:
             for name, executor, cluster in (("dask (2 workers × 4 threads)", f'[executor]\ntype = "dask"\n'

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import threading
 import traceback
 from dataclasses import dataclass, field, replace
@@ -215,11 +216,17 @@ def run_envelope(envelope: TaskEnvelope) -> Outcome:
     return out
 
 
-def interpreter_check(version: tuple[int, int, int], profiling: bool) -> tuple[str, bool, str, str]:
-    """A worker whose Python can deadlock under Dask's profiler (CPython 3.11 before 3.11.12, gh-106883: a thread
-    ending while the profiler reads every thread's frames; docs/dask.md) fails `rivet doctor` while the profiler runs."""
+def profiler_can_hang(version: tuple[int, ...] | None = None) -> bool:
+    """Whether Dask's worker profiler can deadlock this Python (the running one by default): CPython 3.11 before
+    3.11.12, gh-106883, a thread ending while the profiler reads every thread's frames (docs/dask.md)."""
+    v = tuple(version or sys.version_info[:3])
+    return v[:2] == (3, 11) and v < (3, 11, 12)
+
+
+def interpreter_check(version: tuple[int, ...], profiling: bool) -> tuple[str, bool, str, str]:
+    """A worker whose Python can deadlock under Dask's profiler fails `rivet doctor` while the profiler runs."""
     where = "python {}.{}.{}".format(*version)
-    if version[:2] == (3, 11) and version < (3, 11, 12) and profiling:
+    if profiling and profiler_can_hang(version):
         return ("python", False, f"{where} with the Dask worker profiler on can deadlock the worker (CPython "
                 "gh-106883)", "upgrade the workers to Python 3.11.12 or newer, or set "
                 "distributed.worker.profile.enabled: false in their Dask config")
@@ -231,7 +238,6 @@ def probe_worker(source: SourceConfig, rule: CredentialRule,
     """`rivet doctor` on one worker: the package imports (this runs), its Python cannot hang under Dask's profiler,
     the source answers with this worker's own credentials, each destination takes a small object. Returns (check,
     ok, detail, hint) tuples."""
-    import sys
     from datetime import timezone
 
     import dask
@@ -241,8 +247,7 @@ def probe_worker(source: SourceConfig, rule: CredentialRule,
             return what, False, f"error[{e.code}]: {e.message}", e.hint
         return what, False, redact(f"{type(e).__name__}: {e}"), ""
 
-    version = (sys.version_info.major, sys.version_info.minor, sys.version_info.micro)
-    checks = [interpreter_check(version, bool(dask.config.get("distributed.worker.profile.enabled", True)))]
+    checks = [interpreter_check(sys.version_info[:3], bool(dask.config.get("distributed.worker.profile.enabled", True)))]
     try:
         with open_source(with_worker_password(source, rule)) as src:
             checks.append(("source", True, src.server_version(), ""))

@@ -43,10 +43,8 @@ def local_cluster(**config):
     import dask
     from distributed import Client, LocalCluster
 
-    from engine.run.remote import interpreter_check
-    version = (sys.version_info.major, sys.version_info.minor, sys.version_info.micro)
-    profiling = interpreter_check(version, profiling=True)[1]
-    with dask.config.set({"distributed.worker.profile.enabled": profiling, **config}), \
+    from engine.run.remote import profiler_can_hang
+    with dask.config.set({"distributed.worker.profile.enabled": not profiler_can_hang(), **config}), \
             LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1",
                          scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as lc, \
             Client(lc) as client:
