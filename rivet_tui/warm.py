@@ -241,7 +241,8 @@ def start(idle_s: float = DEFAULT_IDLE_S, timeout_s: float = 60.0) -> dict:
             break
         time.sleep(0.05)
     from engine.errors import ExitClass, RivetError
-    tail = open(log, errors="replace").read()[-2000:].strip()
+    with open(log, errors="replace") as out_text:
+        tail = out_text.read()[-2000:].strip()
     raise RivetError("RIVET_WARM_START_FAILED", f"the warm server did not come up: {tail or 'no output'}",
                      f"its log: {log}", ExitClass.INTERNAL)
 
