@@ -117,15 +117,16 @@ def clean(config: Path) -> None:
 # ---------------------------------------------------------------- measured processes
 
 def cached_env() -> dict:
-    """A process as users run it: bytecode cached; no warm server (RIVET_WARM=0) unless warm_env() says so."""
+    """A process as users run it: bytecode cached; no warm server (bench.main sets RIVET_WARM=0 for every case)
+    unless warm_env() says so."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("PYTHONPYCACHEPREFIX", None)
-    return {**env, "RIVET_WARM": "0"}
+    return env
 
 
 def uncached_env(empty: Path) -> dict:
-    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(empty), "RIVET_WARM": "0"}
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(empty)}
 
 
 def warm_env(folder: Path) -> dict:
